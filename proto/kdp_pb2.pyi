@@ -1,0 +1,100 @@
+from proto import stat_pb2 as _stat_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Mode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MODE_UNSPECIFIED: _ClassVar[Mode]
+    MODE_SERVE: _ClassVar[Mode]
+    MODE_PROXY: _ClassVar[Mode]
+MODE_UNSPECIFIED: Mode
+MODE_SERVE: Mode
+MODE_PROXY: Mode
+
+class StatBatch(_message.Message):
+    __slots__ = ("sender", "messages", "poke")
+    SENDER_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    POKE_FIELD_NUMBER: _ClassVar[int]
+    sender: str
+    messages: _containers.RepeatedCompositeFieldContainer[_stat_pb2.WireStatMessage]
+    poke: bool
+    def __init__(self, sender: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_stat_pb2.WireStatMessage, _Mapping]]] = ..., poke: _Optional[bool] = ...) -> None: ...
+
+class PushSummary(_message.Message):
+    __slots__ = ("accepted", "rejected")
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
+    accepted: int
+    rejected: int
+    def __init__(self, accepted: _Optional[int] = ..., rejected: _Optional[int] = ...) -> None: ...
+
+class Decision(_message.Message):
+    __slots__ = ("namespace", "revision", "desired_pods", "excess_burst_capacity", "mode", "num_activators", "in_panic", "ready_pods", "stable_concurrency", "panic_concurrency", "stable_rps", "failure", "unix_nanos")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    DESIRED_PODS_FIELD_NUMBER: _ClassVar[int]
+    EXCESS_BURST_CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    NUM_ACTIVATORS_FIELD_NUMBER: _ClassVar[int]
+    IN_PANIC_FIELD_NUMBER: _ClassVar[int]
+    READY_PODS_FIELD_NUMBER: _ClassVar[int]
+    STABLE_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    PANIC_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    STABLE_RPS_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
+    UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    revision: str
+    desired_pods: int
+    excess_burst_capacity: int
+    mode: Mode
+    num_activators: int
+    in_panic: bool
+    ready_pods: int
+    stable_concurrency: float
+    panic_concurrency: float
+    stable_rps: float
+    failure: str
+    unix_nanos: int
+    def __init__(self, namespace: _Optional[str] = ..., revision: _Optional[str] = ..., desired_pods: _Optional[int] = ..., excess_burst_capacity: _Optional[int] = ..., mode: _Optional[_Union[Mode, str]] = ..., num_activators: _Optional[int] = ..., in_panic: _Optional[bool] = ..., ready_pods: _Optional[int] = ..., stable_concurrency: _Optional[float] = ..., panic_concurrency: _Optional[float] = ..., stable_rps: _Optional[float] = ..., failure: _Optional[str] = ..., unix_nanos: _Optional[int] = ...) -> None: ...
+
+class WatchRequest(_message.Message):
+    __slots__ = ("subscriber",)
+    SUBSCRIBER_FIELD_NUMBER: _ClassVar[int]
+    subscriber: str
+    def __init__(self, subscriber: _Optional[str] = ...) -> None: ...
+
+class RevisionEndpoints(_message.Message):
+    __slots__ = ("namespace", "revision", "ready", "not_ready", "container_concurrency", "timeout_seconds", "response_start_timeout_seconds", "idle_timeout_seconds", "protocol", "target", "failure", "deleted")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    READY_FIELD_NUMBER: _ClassVar[int]
+    NOT_READY_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_START_TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    IDLE_TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    revision: str
+    ready: _containers.RepeatedScalarFieldContainer[str]
+    not_ready: _containers.RepeatedScalarFieldContainer[str]
+    container_concurrency: int
+    timeout_seconds: float
+    response_start_timeout_seconds: float
+    idle_timeout_seconds: float
+    protocol: str
+    target: float
+    failure: str
+    deleted: bool
+    def __init__(self, namespace: _Optional[str] = ..., revision: _Optional[str] = ..., ready: _Optional[_Iterable[str]] = ..., not_ready: _Optional[_Iterable[str]] = ..., container_concurrency: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., response_start_timeout_seconds: _Optional[float] = ..., idle_timeout_seconds: _Optional[float] = ..., protocol: _Optional[str] = ..., target: _Optional[float] = ..., failure: _Optional[str] = ..., deleted: _Optional[bool] = ...) -> None: ...

@@ -1,0 +1,110 @@
+"""The concurrency breaker: at most ``capacity`` holders, a bounded FIFO of waiters.
+
+Pure: no asyncio, no clock. A waiter is represented by a ``wake`` callable that the breaker
+calls when it hands the waiter a slot (slots pass directly from releaser to the oldest
+waiter, so the queue is fair). The asyncio layer passes ``future.set_result``.
+
+    try_acquire()      -> True: you hold a slot now (only when nobody is waiting)
+    enqueue(wake)      -> a Ticket; raises QueueFullError when ``queue_depth`` already wait
+    cancel(ticket)     -> the waiter gives up; a slot granted meanwhile is given back
+    release()          -> give a slot back; the oldest waiter gets it
+    set_capacity(n)    -> the activator's throttler resizes as pods come and go
+
+Upstream's queue-proxy breaker admits ``queue_depth + capacity`` requests in all; ours is
+the same rule said differently: beyond the slots, at most ``queue_depth`` may wait.
+"""
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+__all__ = ["Breaker", "QueueFullError", "Ticket"]
+
+_WAITING, _GRANTED, _GONE = 0, 1, 2
+
+
+class QueueFullError(Exception):
+    """Every slot is taken and the wait queue is at its depth: answer 503 at once."""
+
+    status_hint = 503
+    body = b"pending request queue full\n"
+
+
+class Ticket:
+    __slots__ = ("wake", "state")
+
+    def __init__(self, wake: Callable[[], object]) -> None:
+        self.wake = wake
+        self.state = _WAITING
+
+    @property
+    def granted(self) -> bool:
+        return self.state == _GRANTED
+
+
+class Breaker:
+    __slots__ = ("queue_depth", "capacity", "active", "waiting", "_queue")
+
+    def __init__(self, queue_depth: int, capacity: int) -> None:
+        if queue_depth < 0:
+            raise ValueError(f"queue_depth must be >= 0, got {queue_depth}")
+        if capacity < 0:
+            raise ValueError(f"capacity must be >= 0, got {capacity}")
+        self.queue_depth = queue_depth
+        self.capacity = capacity
+        self.active = 0
+        self.waiting = 0
+        self._queue: deque[Ticket] = deque()
+
+    @property
+    def in_flight(self) -> int:
+        """Holders plus waiters (upstream's queue-depth gauge)."""
+        return self.active + self.waiting
+
+    def try_acquire(self) -> bool:
+        if self.active < self.capacity and not self.waiting:
+            self.active += 1
+            return True
+        return False
+
+    def enqueue(self, wake: Callable[[], object]) -> Ticket:
+        if self.waiting >= self.queue_depth:
+            raise QueueFullError()
+        ticket = Ticket(wake)
+        self._queue.append(ticket)
+        self.waiting += 1
+        return ticket
+
+    def cancel(self, ticket: Ticket) -> None:
+        if ticket.state == _WAITING:
+            ticket.state = _GONE
+            self.waiting -= 1
+            queue = self._queue
+            if len(queue) > 2 * self.waiting + 16:  # drop the dead entries, amortised O(1)
+                self._queue = deque(t for t in queue if t.state == _WAITING)
+        elif ticket.state == _GRANTED:
+            ticket.state = _GONE
+            self.release()
+
+    def release(self) -> None:
+        self.active -= 1
+        if self.waiting:
+            self._grant()
+
+    def set_capacity(self, capacity: int) -> None:
+        if capacity < 0:
+            raise ValueError(f"capacity must be >= 0, got {capacity}")
+        self.capacity = capacity
+        if self.waiting:
+            self._grant()
+
+    def _grant(self) -> None:
+        queue = self._queue
+        while self.active < self.capacity and queue:
+            ticket = queue.popleft()
+            if ticket.state != _WAITING:
+                continue
+            ticket.state = _GRANTED
+            self.waiting -= 1
+            self.active += 1
+            ticket.wake()
