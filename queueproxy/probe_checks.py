@@ -68,13 +68,14 @@ class CheckFailed(Exception):
 async def tcp_connect(host: str, port: int, timeout: float) -> None:
     """Pass when a TCP connection to ``host:port`` opens within ``timeout``; it is closed at once."""
     loop = asyncio.get_running_loop()
+    where = _authority(host, port)
     try:
         async with asyncio.timeout(timeout):
             transport, _ = await loop.create_connection(asyncio.Protocol, host, port)
     except TimeoutError:
-        raise CheckFailed(f"tcp connect to {_authority(host, port)} timed out after {timeout:g}s") from None
+        raise CheckFailed(f"tcp connect to {where} timed out after {timeout:g}s") from None
     except OSError as exc:
-        raise CheckFailed(f"tcp connect to {_authority(host, port)} failed: {exc}") from None
+        raise CheckFailed(f"tcp connect to {where} failed: {exc}") from None
     transport.close()
 
 
@@ -130,7 +131,11 @@ def _tls_context() -> ssl.SSLContext:
 
 
 def _http1_request(host: str, port: int, target: str, headers: Sequence[tuple[str, str]]) -> bytes:
-    lines = [f"GET {target} HTTP/1.1", f"Host: {_authority(host, port)}", f"User-Agent: {PROBE_USER_AGENT}"]
+    lines = [
+        f"GET {target} HTTP/1.1",
+        f"Host: {_authority(host, port)}",
+        f"User-Agent: {PROBE_USER_AGENT}",
+    ]
     lines.extend(f"{name}: {value}" for name, value in headers)
     lines.append("Connection: close")
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
@@ -168,7 +173,8 @@ async def _read_final_status(reader: asyncio.StreamReader) -> int:
         if not line:
             raise CheckFailed("connection closed before a response")
         parts = line.split(None, 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not (parts[1].isdigit() and len(parts[1]) == 3):
+        valid_code = len(parts) >= 2 and parts[1].isdigit() and len(parts[1]) == 3
+        if not (valid_code and parts[0].startswith(b"HTTP/1.")):
             raise CheckFailed(f"malformed status line {line[:80]!r}")
         status = int(parts[1])
         if not (100 <= status < 200 and status != 101):
@@ -192,7 +198,8 @@ async def _h2c_exchange(
 ) -> _H2Answer:
     """One request on a fresh h2c connection. Returns at the response headers unless ``need_end``."""
     reader, writer = await asyncio.open_connection(host, port)
-    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+    config = h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+    conn = h2.connection.H2Connection(config)
     try:
         conn.initiate_connection()
         stream_id = conn.get_next_available_stream_id()
@@ -224,7 +231,8 @@ async def _h2c_exchange(
                 elif isinstance(event, h2.events.StreamReset):
                     raise CheckFailed(f"h2c stream reset by the server (error code {event.error_code})")
                 elif isinstance(event, h2.events.ConnectionTerminated):
-                    raise CheckFailed(f"h2c connection terminated by the server (error code {event.error_code})")
+                    code = event.error_code
+                    raise CheckFailed(f"h2c connection terminated by the server (error code {code})")
             pending = conn.data_to_send()
             if pending:
                 writer.write(pending)

@@ -134,7 +134,8 @@ class ProbeSpec:
 
     @property
     def attempt_timeout(self) -> float:
-        """Timeout of one try. Normal mode uses ``timeoutSeconds``, at least 1 s (the controller's rule)."""
+        """Timeout of one try: 100 ms when aggressive, else ``timeoutSeconds`` but at least 1 s
+        (the controller raises it to 1 s too)."""
         return AGGRESSIVE_ATTEMPT_TIMEOUT if self.aggressive else float(max(1, self.timeout_seconds))
 
 
@@ -193,7 +194,9 @@ def _int(obj: dict[str, object], name: str, where: str) -> int:
     if value is None:
         return 0
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _INT32_MAX:
-        raise ProbeConfigError(f"{where}: {name} must be an integer from 0 to {_INT32_MAX}; got {_show(value)}")
+        raise ProbeConfigError(
+            f"{where}: {name} must be an integer from 0 to {_INT32_MAX}; got {_show(value)}"
+        )
     return value
 
 
@@ -228,14 +231,17 @@ def _parse_probe(doc: object, where: str) -> ProbeSpec:
         host = _str(tcp, "host", f"{where}.tcpSocket") or LOCAL_HOST
         action = TCPSocketAction(port=_port(tcp, f"{where}.tcpSocket"), host=host)
     elif (grpc := _object(doc, "grpc", where)) is not None:
-        action = GRPCAction(port=_port(grpc, f"{where}.grpc"), service=_str(grpc, "service", f"{where}.grpc"))
+        at = f"{where}.grpc"
+        action = GRPCAction(port=_port(grpc, at), service=_str(grpc, "service", at))
     elif _field(doc, "exec") is not None:
         raise ProbeConfigError(
             f"{where}: exec probes are not supported by the queue-proxy (the controller turns them into "
             "tcpSocket probes); use httpGet, tcpSocket or grpc"
         )
     else:
-        raise ProbeConfigError(f"{where} has no handler; expected one of httpGet, tcpSocket, grpc; got {_show(doc)}")
+        raise ProbeConfigError(
+            f"{where} has no handler; expected one of httpGet, tcpSocket, grpc; got {_show(doc)}"
+        )
     return ProbeSpec(
         action=action,
         success_threshold=_int(doc, "successThreshold", where),
@@ -249,7 +255,8 @@ def _parse_probe(doc: object, where: str) -> ProbeSpec:
 def _parse_http(obj: dict[str, object], where: str) -> HTTPGetAction:
     scheme = (_str(obj, "scheme", where) or "HTTP").upper()
     if scheme not in ("HTTP", "HTTPS"):
-        raise ProbeConfigError(f"{where}: scheme must be HTTP or HTTPS; got {_show(_field(obj, 'scheme'))}")
+        got = _show(_field(obj, "scheme"))
+        raise ProbeConfigError(f"{where}: scheme must be HTTP or HTTPS; got {got}")
     path = _str(obj, "path", where)
     if _CONTROL_CHARS.search(path.replace(" ", "")):
         raise ProbeConfigError(f"{where}: path must not contain control characters; got {_show(path)}")
@@ -267,7 +274,7 @@ def _parse_http(obj: dict[str, object], where: str) -> HTTPGetAction:
         if _BAD_VALUE_CHARS.search(value):
             raise ProbeConfigError(f"{at}: value must not contain CR, LF or NUL; got {_show(value)}")
         if name.lower() in _IGNORED_HEADERS:
-            logger.warning("%s: header %s is set by the prober itself; the probe's value is ignored", at, name)
+            logger.warning("%s: header %s is set by the prober itself; ignoring the probe's", at, name)
             continue
         headers.append((name, value))
     return HTTPGetAction(
@@ -302,7 +309,9 @@ def make_check_runner(*, http2_auto_detect: bool = False) -> CheckRunner:
         elif isinstance(action, TCPSocketAction):
             await probe_checks.tcp_connect(action.host, action.port, timeout)
         else:  # upstream always dials 127.0.0.1 for gRPC probes
-            await probe_checks.grpc_health_check(host=LOCAL_HOST, port=action.port, service=action.service, timeout=timeout)
+            await probe_checks.grpc_health_check(
+                host=LOCAL_HOST, port=action.port, service=action.service, timeout=timeout
+            )
 
     return run
 
@@ -343,7 +352,7 @@ class ReadinessProber:
 
     @property
     def last_ok(self) -> bool:
-        """Whether the last finished run passed (False before the first; True when there are no probes)."""
+        """Whether the last finished run passed (False before the first, True without probes)."""
         return self._last_ok
 
     @property
@@ -433,10 +442,12 @@ class ReadinessProber:
                 await self._sleep(wake_at - now)
             if wake_at >= deadline - _EPSILON or clock() >= deadline - _EPSILON:
                 break
+        window = f"{AGGRESSIVE_POLL_TIMEOUT:g}s"
         if failures and self._errors[index] is not None:
-            self._errors[index] = f"failed {failures} times in {AGGRESSIVE_POLL_TIMEOUT:g}s: {self._errors[index]}"
+            self._errors[index] = f"failed {failures} times in {window}: {self._errors[index]}"
         elif self._errors[index] is None:
-            self._errors[index] = f"fewer than {spec.success_threshold} passes in a row within {AGGRESSIVE_POLL_TIMEOUT:g}s"
+            threshold = spec.success_threshold
+            self._errors[index] = f"fewer than {threshold} passes in a row within {window}"
         return False
 
 
