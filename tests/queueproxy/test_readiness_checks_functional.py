@@ -212,6 +212,25 @@ async def test_h2c_detection_fails_when_neither_protocol_is_ready() -> None:
             await get(backend, try_h2c=True)
 
 
+async def test_a_real_http1_server_answering_the_h2_preface_with_an_error_still_passes() -> None:
+    from aiohttp import web
+
+    async def ready(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/", ready)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        await probe_checks.http_get(host="127.0.0.1", port=port, target="/", try_h2c=True, timeout=TIMEOUT)
+    finally:
+        await runner.cleanup()
+
+
 # --- HTTPS --------------------------------------------------------------------------------------
 
 
@@ -297,17 +316,23 @@ SERVING, NOT_SERVING = 1, 2
 class HealthServer:
     port: int
     seen: list[tuple[str, dict[str, str]]]  # (service, metadata)
+    deadlines: list[float]  # seconds left when each call arrived
 
 
 @contextlib.asynccontextmanager
 async def grpc_health_server(statuses: dict[str, int] | None) -> AsyncIterator[HealthServer]:
-    """``statuses`` maps service names to a status; unknown names get NOT_FOUND. None: no Health service."""
+    """``statuses`` maps service names to a status; unknown names get NOT_FOUND; the name "hang"
+    never gets an answer. None: the server has no Health service at all."""
     seen: list[tuple[str, dict[str, str]]] = []
+    deadlines: list[float] = []
 
     async def check(request: object, context: grpc.aio.ServicerContext) -> object:
         service = request.service  # type: ignore[attr-defined]
         seen.append((service, {k: str(v) for k, v in context.invocation_metadata() or ()}))
+        deadlines.append(context.time_remaining() or 0.0)
         assert statuses is not None
+        if service == "hang":
+            await asyncio.Event().wait()  # cancelled by server.stop()
         if service not in statuses:
             await context.abort(grpc.StatusCode.NOT_FOUND, "unknown service")
         return Response(status=statuses[service])
@@ -322,7 +347,7 @@ async def grpc_health_server(statuses: dict[str, int] | None) -> AsyncIterator[H
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
-        yield HealthServer(port, seen)
+        yield HealthServer(port, seen, deadlines)
     finally:
         await server.stop(None)
 
@@ -362,6 +387,13 @@ async def test_grpc_without_the_health_service_fails_as_unimplemented() -> None:
     async with grpc_health_server(None) as server:
         with pytest.raises(CheckFailed, match="does not implement grpc.health.v1.Health"):
             await check_health(server.port, "")
+
+
+async def test_grpc_that_never_answers_fails_at_the_timeout() -> None:
+    async with grpc_health_server({"": SERVING}) as server:
+        with pytest.raises(CheckFailed, match="did not complete within 0.2s"):
+            await probe_checks.grpc_health_check(host="127.0.0.1", port=server.port, service="hang", timeout=0.2)
+    assert 0 < server.deadlines[0] <= 0.2  # the timeout travelled as grpc-timeout
 
 
 async def test_grpc_against_a_closed_port_fails() -> None:
