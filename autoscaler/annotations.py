@@ -265,11 +265,11 @@ def _validate_min_max_scale(config: AutoscalerConfig,
     errors: list[AnnotationError] = []
     lo = _int_ge0(annotations, MIN_SCALE, errors)
     hi = _int_ge0(annotations, MAX_SCALE, errors)
-    if hi != 0 and hi < lo:
-        errors.append(AnnotationError(
-            MAX_SCALE[0], str(hi), f"max-scale={hi} is less than min-scale={lo}",
-            f"0 (unbounded) or at least min-scale ({MIN_SCALE[0]})"))
     found_max = lookup(annotations, MAX_SCALE)
+    if found_max is not None and hi != 0 and hi < lo:
+        errors.append(AnnotationError(
+            found_max[0], found_max[1], f"max-scale={hi} is less than min-scale={lo}",
+            f"0 (unbounded) or at least min-scale ({MIN_SCALE[0]})"))
     limit = config.max_scale_limit
     if found_max is not None and limit != 0:
         key = found_max[0]
