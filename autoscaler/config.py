@@ -42,7 +42,6 @@ __all__ = [
     "ConfigStore",
     "RevisionScaling",
     "make_decider_spec",
-    "num_activators",
     "panic_window",
     "resolve_metric_target",
     "resolve_revision",
@@ -366,12 +365,12 @@ class ConfigStore:
 
 # --- per revision: config + annotations -> the numbers the autoscaler runs on --------------
 # Upstream: pkg/reconciler/autoscaling/resources/{target,metric}.go, kpa/resources/decider.go,
-# kpa/scaler.go (bounds, retention, activation timeout) and kpa/kpa.go (activator count).
+# kpa/scaler.go (bounds, retention, activation timeout). The activator count needs ready pods
+# and lives with the decider (autoscaler.decider.num_activators).
 
 DEFAULT_PROGRESS_DEADLINE = 600.0
 """config-deployment ``progress-deadline`` default, seconds."""
 ACTIVATION_TIMEOUT_BUFFER = 30.0
-MIN_ACTIVATORS = 2
 
 
 def resolve_metric_target(config: AutoscalerConfig, annotations: Mapping[str, str],
@@ -403,19 +402,6 @@ def panic_window(stable_window: float, percentage: float) -> float:
     away from zero, at least 1 s: 60 s/10 % -> 6 s, 6 s/10 % -> 1 s, 25 s/10 % -> 3 s."""
     nanos = float_to_int64(float(round(stable_window * SECOND)) * percentage / 100.0)
     return max(round_duration(nanos, SECOND), SECOND) / SECOND
-
-
-def num_activators(ready_pods: int, spec: DeciderSpec) -> int:
-    """Activators to put in the path (upstream computeNumActivators): at least 2."""
-    if spec.target_burst_capacity == 0:
-        return MIN_ACTIVATORS
-    capacity = ready_pods * spec.total_value
-    if spec.target_burst_capacity > 0:
-        capacity += spec.target_burst_capacity
-    wanted = capacity / spec.activator_capacity
-    if not math.isfinite(wanted) or wanted > _INT32_MAX:
-        return _INT32_MAX
-    return max(MIN_ACTIVATORS, math.ceil(wanted))
 
 
 @dataclass(frozen=True)
