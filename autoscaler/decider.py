@@ -86,7 +86,7 @@ class Decision:
     in_panic: bool  # after this tick
     max_panic_pods: int  # after this tick
     ready_pods: int | None  # None: the pod count could not be read
-    observed_stable: float | None
+    observed_stable: float | None  # None on an invalid tick
     observed_panic: float | None
     invalid_reason: str | None = None
     effective_ready: float | None = None  # max(1, ready)
@@ -199,9 +199,7 @@ class Decider:
                 now_ns=now_ns, result=INVALID_RESULT, status=self._status, informed=False,
                 num_activators=n_act, in_panic=self.in_panic,
                 max_panic_pods=self._max_panic_pods, ready_pods=ready_pods,
-                observed_stable=stable if ready_pods is not None else None,
-                observed_panic=panic if ready_pods is not None else None,
-                invalid_reason=reason))
+                observed_stable=None, observed_panic=None, invalid_reason=reason))
 
         rp = go_fmax(1.0, float(ready_pods))
         max_up = _ceil(spec.max_scale_up_rate * rp)
