@@ -2,10 +2,10 @@
 
 What belongs here is everything about the annotation *text*: the key names with their
 camelCase aliases and lookup priority (upstream ``pkg/apis/autoscaling/register.go``, ``kmap``),
-the admission rules (``annotation_validation.go``, plus the ``serving.knative.dev/progress-deadline``
-rule from ``revision_validation.go``), and the readers the reconciler uses
-(``v1alpha1/pa_lifecycle.go``). Resolving annotations against ``config-autoscaler`` into the
-numbers the autoscaler runs on lives in :mod:`autoscaler.config`.
+the admission rules (``annotation_validation.go``, plus the
+``serving.knative.dev/progress-deadline`` rule from ``revision_validation.go``), and the
+readers the reconciler uses (``v1alpha1/pa_lifecycle.go``). Resolving annotations against
+``config-autoscaler`` into the numbers the autoscaler runs on lives in :mod:`autoscaler.config`.
 
 Two rules shape the readers and must not be "fixed":
 
@@ -48,10 +48,12 @@ __all__ = [
     "AnnotationError",
     "AnnotationsInvalid",
     "CLASS",
+    "CONCURRENCY",
     "GROUP",
     "HPA",
     "INITIAL_SCALE",
     "KPA",
+    "LINEAR",
     "MAX_SCALE",
     "METRIC",
     "METRIC_AGGREGATION_ALGORITHM",
@@ -59,11 +61,13 @@ __all__ = [
     "PANIC_THRESHOLD_PERCENTAGE",
     "PANIC_WINDOW_PERCENTAGE",
     "PROGRESS_DEADLINE",
+    "RPS",
     "SCALE_DOWN_DELAY",
     "SCALE_TO_ZERO_POD_RETENTION_PERIOD",
     "TARGET",
     "TARGET_BURST_CAPACITY",
     "TARGET_UTILIZATION_PERCENTAGE",
+    "WEIGHTED_EXPONENTIAL",
     "WINDOW",
     "aggregation_algorithm",
     "autoscaler_class",

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping
+from typing import NoReturn
 from dataclasses import InitVar, dataclass
 
 from autoscaler import annotations as ann
@@ -230,7 +231,7 @@ def _validate(cfg: AutoscalerConfig, source: _Source | None) -> None:
     raw = source.raw if source else {}
     nanos = dict(source.nanos) if source else {}
 
-    def fail(name: str, problem: str, allowed: str | None = None) -> None:
+    def fail(name: str, problem: str, allowed: str | None = None) -> NoReturn:
         key = _KEY_OF[name]
         if key in raw:
             shown = repr(raw[key])
@@ -241,7 +242,8 @@ def _validate(cfg: AutoscalerConfig, source: _Source | None) -> None:
                 _fmt_float(getattr(cfg, name))
         raise ConfigError(key, shown, problem, allowed or _ALLOWED[key])
 
-    # Values that only direct construction can produce: NaN, non-finite durations, non-int32.
+    # Beyond upstream: NaN compares false with every bound, so it would slip through the range
+    # checks below; direct construction can also produce non-finite durations, non-int32 ints.
     for _, name, kind in _KEYS:
         value = getattr(cfg, name)
         if kind == "float" and math.isnan(value):
@@ -255,6 +257,10 @@ def _validate(cfg: AutoscalerConfig, source: _Source | None) -> None:
                 nanos[key] = round(value * SECOND)
         if kind == "int32" and not _INT32_MIN <= value <= _INT32_MAX:
             fail(name, "outside the int32 range")
+
+    if not 0 < cfg.target_utilization <= 1:  # not a ConfigMap key: direct construction only
+        raise ConfigError("target_utilization", _fmt_float(cfg.target_utilization),
+                          "outside (0, 1]", "a fraction in (0, 1] (not a ConfigMap key)")
 
     if nanos["scale-to-zero-grace-period"] <= 0:
         fail("scale_to_zero_grace_period", "must be positive")

@@ -118,7 +118,7 @@ def parse_int(s: str, bits: int = 64) -> int:
 
 # --- strconv.ParseFloat(s, 64) -----------------------------------------------------------
 
-_SPECIAL = re.compile(r"[+-]?(?:inf|infinity)|nan", re.IGNORECASE)
+_SPECIAL = re.compile(r"[+-]?(?:inf|infinity)|nan", re.IGNORECASE | re.ASCII)  # Go folds ASCII only
 
 
 def _underscores_ok(s: str) -> bool:

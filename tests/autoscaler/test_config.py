@@ -154,8 +154,8 @@ def test_a_valid_value_is_parsed(data: dict[str, str], field: str, want: object)
     pytest.param({"initial-scale": "1.5"}, "initial-scale", "integer", id="initial-float"),
     pytest.param({"min-scale": "-1"}, "min-scale", ">= 0", id="min-neg"),
     pytest.param({"max-scale": "-1"}, "max-scale", ">= 0", id="max-neg"),
-    pytest.param({"max-scale": "0", "max-scale-limit": "5"}, "max-scale", "[1, max-scale-limit (5)]",
-                 id="max-unbounded-with-limit"),
+    pytest.param({"max-scale": "0", "max-scale-limit": "5"}, "max-scale",
+                 "[1, max-scale-limit (5)]", id="max-unbounded-with-limit"),
     pytest.param({"max-scale-limit": "5"}, "max-scale", "[1, max-scale-limit (5)]",
                  id="limit-needs-max"),
     pytest.param({"max-scale": "6", "max-scale-limit": "5"}, "max-scale",
@@ -248,3 +248,11 @@ def test_config_is_immutable() -> None:
     cfg = AutoscalerConfig()
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.stable_window = 10.0  # type: ignore[misc]
+
+
+def test_target_utilization_is_not_a_configmap_key_but_is_checked_when_constructed() -> None:
+    assert AutoscalerConfig.from_configmap({"target-utilization": "0.1"}).target_utilization == 0.7
+    assert AutoscalerConfig(target_utilization=0.5).target_utilization == 0.5
+    with pytest.raises(ConfigError) as info:
+        AutoscalerConfig(target_utilization=0.0)
+    assert "(0, 1]" in str(info.value)
