@@ -1,0 +1,817 @@
+"""The HTTP/1.1 proxy engine: raw asyncio protocols and httptools, no framework.
+
+One ``ServerConnection`` per client connection parses requests with httptools and hands
+each one, as an ``Exchange``, to an *app* (the queue-proxy's or the activator's handler)
+the moment its head is complete. The app answers locally (``exchange.respond``) or
+forwards (``exchange.forward(pool, head)``) at once or later; bodies stream both ways
+with backpressure and are never buffered whole. The engine owns framing, keep-alive,
+pipelining, upgrades (tunnelled byte for byte), the three revision timeouts, header limits
+and slow-header cut-off. It knows nothing of Knative: probes, stats and the breaker live in
+the apps.
+
+The common path runs entirely inside protocol callbacks: no task, no future, one timer.
+
+Errors the client sees from the engine itself:
+    400  malformed request line or headers (connection closed)
+    431  request head larger than ``Limits.max_head_bytes`` (connection closed)
+    408  head not complete within ``Limits.header_timeout`` (connection closed)
+    502  the upstream refused, reset or closed before answering (body: the error text)
+    504  a revision timeout fired before the response started (body ``request timeout``)
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httptools
+
+from queueproxy import batching
+from queueproxy.upstream import HOP_BY_HOP, UpstreamConnection, UpstreamPool
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["App", "Exchange", "Limits", "ServerConnection", "HttpServer", "build_forward_head", "STATUS_REASONS"]
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+# Request headers the apps need to look at, collected while parsing (index into Exchange.special).
+SPECIAL = {
+    b"host": 0, b"user-agent": 1, b"k-network-probe": 2, b"k-network-hash": 3,
+    b"k-kubelet-probe": 4, b"k-proxy-request": 5, b"k-original-host": 6,
+    b"connection": 7, b"x-forwarded-for": 8, b"forwarded": 9, b"x-forwarded-proto": 10,
+    b"x-forwarded-host": 11, b"knative-serving-namespace": 12, b"knative-serving-revision": 13,
+    b"traceparent": 14, b"x-b3-traceid": 15, b"upgrade": 16, b"expect": 17,
+}
+N_SPECIAL = 18
+H_HOST, H_UA, H_PROBE, H_HASH, H_KUBELET, H_PROXY, H_ORIG_HOST, H_CONNECTION = range(8)
+H_XFF, H_FORWARDED, H_XFP, H_XFH, H_NS, H_REV, H_TRACEPARENT, H_B3, H_UPGRADE, H_EXPECT = range(8, 18)
+
+STATUS_REASONS = {
+    100: b"Continue", 101: b"Switching Protocols", 200: b"OK", 201: b"Created", 202: b"Accepted",
+    204: b"No Content", 206: b"Partial Content", 301: b"Moved Permanently", 302: b"Found",
+    304: b"Not Modified", 400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden",
+    404: b"Not Found", 405: b"Method Not Allowed", 408: b"Request Timeout", 413: b"Content Too Large",
+    429: b"Too Many Requests", 431: b"Request Header Fields Too Large", 500: b"Internal Server Error",
+    501: b"Not Implemented", 502: b"Bad Gateway", 503: b"Service Unavailable", 504: b"Gateway Timeout",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_head_bytes: int = 64 * 1024
+    """Request line plus headers; beyond it the request gets 431."""
+    header_timeout: float = 60.0
+    """A request head (or the first one on a new connection) must arrive within this."""
+    idle_keepalive: float = 60.0
+    """An idle keep-alive connection is closed after this long without a request."""
+    max_body_buffer: int = 256 * 1024
+    """Request body bytes held while waiting for an upstream before reading pauses."""
+    max_pipelined: int = 16
+    """Requests parsed ahead of the one being answered before the connection is refused."""
+
+
+class App(Protocol):
+    def handle(self, ex: Exchange) -> None:
+        """Called once per request when its head is complete; must lead to exactly one
+        ``ex.respond(...)`` or ``ex.forward(...)``, now or later."""
+
+
+def status_line(status: int, reason: bytes | None = None) -> bytes:
+    return b"HTTP/1.1 %d %s\r\n" % (status, reason if reason is not None else STATUS_REASONS.get(status, b"Unknown"))
+
+
+def build_forward_head(ex: Exchange, *, drop: frozenset[bytes] = frozenset(), host: bytes | None = None,
+                       add: list[bytes] | None = None, xff: bool = True) -> bytes:
+    """The request head to send upstream: hop-by-hop and ``drop`` headers removed, Host
+    replaced when ``host`` is given, the client address appended to X-Forwarded-For,
+    ``add`` lines (each ``b"Name: value"``) appended, framing re-declared."""
+    sp = ex.special
+    conn_tokens: frozenset[bytes] | None = None
+    if sp[H_CONNECTION] is not None:
+        conn_tokens = frozenset(t.strip().lower() for t in sp[H_CONNECTION].split(b","))
+    lines = [b"%s %s HTTP/1.1" % (ex.method, ex.target)]
+    append = lines.append
+    for name, lname, value in ex.headers:
+        if lname in HOP_BY_HOP or lname in drop:
+            continue
+        if conn_tokens is not None and lname in conn_tokens:
+            continue
+        if lname == b"host":
+            if host is not None:
+                continue
+        elif xff and lname == b"x-forwarded-for":
+            continue
+        append(name + b": " + value)
+    if host is not None:
+        append(b"Host: " + host)
+    if xff:
+        client = ex.conn.client_ip
+        prior = sp[H_XFF]
+        append(b"X-Forwarded-For: " + (prior + b", " + client if prior else client))
+    if add:
+        lines.extend(add)
+    if ex.upgrade:
+        append(b"Connection: Upgrade")
+        append(b"Upgrade: " + (sp[H_UPGRADE] or b""))
+    elif ex.chunked:
+        append(b"Transfer-Encoding: chunked")
+    append(b"\r\n")
+    return b"\r\n".join(lines)
+
+
+class Exchange:
+    """One request and its response on a client connection."""
+
+    __slots__ = (
+        "conn", "method", "target", "version", "headers", "special", "content_length", "chunked",
+        "upgrade", "keep_alive", "started_at", "on_finish", "status", "bytes_out", "state",
+        "upstream", "_pool", "_head", "_body", "_body_size", "_body_done",
+        "_deadline_total", "_deadline_start", "_idle", "_last_write", "_resp_chunked",
+        "_resp_close", "_resp_started", "_head_method", "_retried", "tunnel_data", "context",
+    )
+
+    def __init__(self, conn: ServerConnection) -> None:
+        self.conn = conn
+        self.method = b""
+        self.target = b""
+        self.version = b"1.1"
+        self.headers: list[tuple[bytes, bytes, bytes]] = []
+        self.special: list[bytes | None] = [None] * N_SPECIAL
+        self.content_length: int | None = None
+        self.chunked = False
+        self.upgrade = False
+        self.keep_alive = True
+        self.started_at = 0.0
+        self.on_finish: Callable[[Exchange], None] | None = None
+        self.status = 0
+        self.bytes_out = 0
+        self.state = 0  # 0 new, 1 forwarding, 2 responded (head sent), 3 done
+        self.upstream: UpstreamConnection | None = None
+        self._pool: UpstreamPool | None = None
+        self._head = b""
+        self._body: list[bytes] | None = []
+        self._body_size = 0
+        self._body_done = False
+        self._deadline_total = 0.0
+        self._deadline_start = 0.0
+        self._idle = 0.0
+        self._last_write = 0.0
+        self._resp_chunked = False
+        self._resp_close = False
+        self._resp_started = False
+        self._head_method = False
+        self._retried = False
+        self.tunnel_data = b""
+        self.context: Any = None
+
+    # ---- what apps read -------------------------------------------------------------
+
+    def header(self, lname: bytes) -> bytes | None:
+        for _, n, v in self.headers:
+            if n == lname:
+                return v
+        return None
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or bool(self.content_length)
+
+    # ---- timeouts -------------------------------------------------------------------
+
+    def set_timeouts(self, total: float, response_start: float = 0.0, idle: float = 0.0) -> None:
+        """Arm the revision timeouts (seconds, 0 = off), measured from the head's arrival."""
+        start = self.started_at
+        self._deadline_total = start + total if total > 0 else 0.0
+        self._deadline_start = start + response_start if response_start > 0 else 0.0
+        self._idle = idle
+        self._last_write = start
+        self._arm()
+
+    def _next_deadline(self) -> float:
+        d = self._deadline_total
+        if not self._resp_started:
+            if self._deadline_start and (not d or self._deadline_start < d):
+                d = self._deadline_start
+        if self._idle:
+            i = self._last_write + self._idle
+            if not d or i < d:
+                d = i
+        return d
+
+    def _arm(self) -> None:
+        d = self._next_deadline()
+        if d:
+            self.conn.arm(self, d)
+
+    def check_deadline(self, now: float) -> None:
+        """The connection's timer fired: time out if a deadline passed, else re-arm."""
+        if self.state == 3:
+            return
+        d = self._next_deadline()
+        if d and d > now:
+            self.conn.arm(self, d)
+        elif d:
+            self.timeout()
+
+    def timeout(self) -> None:
+        """A revision timeout fired: 504 if nothing was written yet, else cut the response."""
+        up = self.upstream
+        self.upstream = None
+        if up is not None:
+            up.abandon()
+        if not self._resp_started and self.state != 2:
+            self.respond(504, b"request timeout", close=not self._body_done)
+        else:
+            self.conn.abort_exchange(self, 504)
+
+    # ---- answering locally ----------------------------------------------------------
+
+    def respond(self, status: int, body: bytes = b"", headers: list[bytes] | tuple[bytes, ...] = (),
+                close: bool = False, content_type: bytes = b"text/plain; charset=utf-8") -> None:
+        """Write a complete response generated here (probe answers, errors)."""
+        if self.state >= 2:
+            return
+        self.state = 2
+        self.status = status
+        self._resp_started = True
+        if not self._body_done:
+            close = True  # the rest of the request body would be read as the next request
+        close = close or not self.keep_alive
+        parts = [status_line(status)]
+        for h in headers:
+            parts.append(h + b"\r\n")
+        if body or status >= 200 and status not in (204, 304):
+            parts.append(b"Content-Type: %s\r\nContent-Length: %d\r\n" % (content_type, len(body)))
+        if close:
+            parts.append(b"Connection: close\r\n")
+        parts.append(b"\r\n")
+        if self.method != b"HEAD":
+            parts.append(body)
+        data = b"".join(parts)
+        self.bytes_out = len(body)
+        self.conn.write(data)
+        self._finish(close)
+
+    # ---- forwarding -----------------------------------------------------------------
+
+    def forward(self, pool: UpstreamPool, head: bytes) -> None:
+        """Send this request upstream through ``pool`` with the request head ``head``
+        (see ``build_forward_head``). The response streams back as it comes."""
+        if self.state != 0:
+            return
+        self.state = 1
+        self._pool = pool
+        self._head = head
+        up = None if self.upgrade else pool.take_idle()
+        if up is not None:
+            self._bind(up)
+        else:
+            pool.connect(self._connected)
+
+    def _connected(self, up: UpstreamConnection | None, error: BaseException | None) -> None:
+        if self.state != 1:  # timed out or the client went away meanwhile
+            if up is not None:
+                up.release_to_pool()
+            return
+        if up is None:
+            self.fail(502, str(error) or error.__class__.__name__)
+            return
+        self._bind(up)
+
+    def _bind(self, up: UpstreamConnection) -> None:
+        self.upstream = up
+        up.start(self)
+        body = self._body
+        if body:
+            self._body = None
+            up.write(b"".join([self._head, *body]) if not self.chunked else
+                     b"".join([self._head, *(b"%x\r\n%s\r\n" % (len(c), c) for c in body)]))
+            if self._body_size >= self.conn.limits.max_body_buffer:
+                self.conn.resume_reading()
+        else:
+            self._body = None
+            up.write(self._head)
+        if self._body_done and self.chunked:
+            up.write(b"0\r\n\r\n")
+        if self.upgrade and self.tunnel_data:
+            up.write(self.tunnel_data)
+            self.tunnel_data = b""
+
+    def fail(self, status: int, message: str) -> None:
+        """The upstream failed: an error status if nothing was sent yet, else cut."""
+        up = self.upstream
+        self.upstream = None
+        if up is not None:
+            up.abandon()
+        if not self._resp_started:
+            self.respond(status, message.encode("utf-8", "replace") + b"\n")
+        else:
+            self.conn.abort_exchange(self, status)
+
+    def retry_upstream(self) -> bool:
+        """A reused pooled connection died before any response byte; try once more on a
+        fresh one when nothing of the request body went out. Returns False if not allowed."""
+        if self._retried or self.has_body or self.upgrade or self._pool is None:
+            return False
+        self._retried = True
+        self.upstream = None
+        self._pool.connect(self._connected)
+        return True
+
+    # request body, from the client connection
+    def _body_chunk(self, chunk: bytes) -> None:
+        up = self.upstream
+        if up is not None:
+            up.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if self.chunked else chunk)
+        elif self._body is not None:
+            self._body.append(chunk)
+            self._body_size += len(chunk)
+            if self._body_size >= self.conn.limits.max_body_buffer:
+                self.conn.pause_reading()
+
+    def _body_end(self) -> None:
+        self._body_done = True
+        up = self.upstream
+        if up is not None and self.chunked:
+            up.write(b"0\r\n\r\n")
+
+    # response, from the upstream connection
+    def response_head(self, status: int, reason: bytes, lines: list[bytes], has_length: bool,
+                      upstream_close: bool) -> None:
+        """``lines`` are complete header lines (``b"Name: value\\r\\n"``), hop-by-hop ones
+        already removed except for 1xx answers, which pass through as they are."""
+        if self.state != 1:
+            return
+        if status < 200:
+            if status == 101:
+                self.status = status
+                self._resp_started = True
+            self._write(b"".join([status_line(status, reason), *lines, b"\r\n"]))
+            return
+        self.status = status
+        self._resp_started = True
+        close = not self.keep_alive or not self._body_done or self.upgrade
+        extra = b"\r\n"
+        if not has_length and self.method != b"HEAD" and status != 204 and status != 304:
+            if self.version == b"1.1":
+                self._resp_chunked = True
+                extra = b"Transfer-Encoding: chunked\r\n\r\n"
+            else:
+                close = True
+        if close:
+            extra = b"Connection: close\r\n" + extra
+        self._resp_close = close
+        self._write(b"".join([status_line(status, reason), *lines, extra]))
+
+    def response_body(self, chunk: bytes) -> None:
+        if self.state != 1:
+            return
+        self.bytes_out += len(chunk)
+        self._write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if self._resp_chunked else chunk)
+
+    def response_end(self) -> None:
+        """The upstream response is complete; the upstream connection was released."""
+        self.upstream = None
+        if self.state != 1:
+            return
+        if self._resp_chunked:
+            self.conn.write(b"0\r\n\r\n")
+        self._finish(self._resp_close)
+
+    def tunnel(self, chunk: bytes) -> None:
+        if self.state == 1:
+            self._write(chunk)
+
+    def _write(self, data: bytes) -> None:
+        if self._idle:
+            self._last_write = self.conn.loop.time()
+        self.conn.write(data)
+
+    def _finish(self, close: bool) -> None:
+        self.state = 3
+        cb = self.on_finish
+        if cb is not None:
+            self.on_finish = None
+            cb(self)
+        self.conn.exchange_done(self, close)
+
+
+class ServerConnection(asyncio.Protocol):
+    """One client connection: parses requests, runs them one at a time in order."""
+
+    def __init__(self, server: HttpServer) -> None:
+        self.server = server
+        self.app = server.app
+        self.loop = server.loop
+        self.limits = server.limits
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.client_ip = b""
+        self.current: Exchange | None = None  # the one being answered
+        self.parsing: Exchange | None = None  # the one whose bytes are arriving
+        self.pipeline: deque[Exchange] = deque()
+        self.head_bytes = 0
+        self.head_started = 0.0
+        self.last_active = 0.0
+        self.write_paused = False
+        self.read_paused = False
+        self.closing = False
+        self.tunnel_up: UpstreamConnection | None = None
+        self.first = True
+        self.wbuf: list[bytes] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+
+    # ---- asyncio.Protocol -----------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.client_ip = peer[0].encode() if isinstance(peer, tuple) else b"127.0.0.1"
+        self.last_active = self.head_started = self.loop.time()
+        self.server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self.server.connections.discard(self)
+        for ex in (self.current, *self.pipeline):
+            if ex is not None and ex.state < 3:
+                ex.state = 3
+                up = ex.upstream
+                ex.upstream = None
+                if up is not None:
+                    up.abandon()
+                if ex.status == 0:
+                    ex.status = 499  # client closed before the answer (nginx's convention)
+                cb = ex.on_finish
+                if cb is not None:
+                    ex.on_finish = None
+                    cb(ex)
+        self.current = None
+        self.pipeline.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.tunnel_up is not None:
+            self.tunnel_up.abandon()
+            self.tunnel_up = None
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel_up is not None:
+            self.tunnel_up.write(data)
+            return
+        if batching.begin():
+            try:
+                self._received(data)
+            finally:
+                batching.end()
+        else:
+            self._received(data)
+
+    def _received(self, data: bytes) -> None:
+        if self.first:
+            self.first = False
+            if data[:3] == b"PRI" and self.server.h2_factory is not None:
+                self._switch_h2(data, upgrade_ex=None)
+                return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as e:
+            self._upgrade_tail(data[e.args[0]:])
+        except httptools.HttpParserError as e:
+            if isinstance(e.__context__, _HeadTooLarge) or isinstance(e, _HeadTooLarge):
+                self._reject(431, b"request header fields too large\n")
+            elif self.parsing is not None and self.parsing.state == 0 or self.current is None:
+                self._reject(400, b"malformed request: " + str(e).encode(errors="replace") + b"\n")
+            else:
+                self._close()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        ex = self.current
+        if ex is not None and ex.upstream is not None:
+            ex.upstream.pause_reading()
+        elif self.tunnel_up is not None:
+            self.tunnel_up.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        ex = self.current
+        if ex is not None and ex.upstream is not None:
+            ex.upstream.resume_reading()
+        elif self.tunnel_up is not None:
+            self.tunnel_up.resume_reading()
+
+    # ---- httptools callbacks --------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        ex = Exchange(self)
+        self.parsing = ex
+        self.head_bytes = 0
+        self.head_started = self.loop.time()
+
+    def on_url(self, url: bytes) -> None:
+        ex = self.parsing
+        assert ex is not None
+        ex.target += url
+        self.head_bytes += len(url)
+        if self.head_bytes > self.limits.max_head_bytes:
+            raise _HeadTooLarge()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        ex = self.parsing
+        assert ex is not None
+        self.head_bytes += len(name) + len(value) + 4
+        if self.head_bytes > self.limits.max_head_bytes:
+            raise _HeadTooLarge()
+        lname = name.lower()
+        ex.headers.append((name, lname, value))
+        i = SPECIAL.get(lname)
+        if i is not None:
+            sp = ex.special
+            prior = sp[i]
+            sp[i] = value if prior is None else prior + b", " + value
+
+    def on_headers_complete(self) -> None:
+        ex = self.parsing
+        assert ex is not None
+        p = self.parser
+        ex.method = p.get_method()
+        ex.version = p.get_http_version().encode()
+        ex.keep_alive = p.should_keep_alive()
+        ex.upgrade = p.should_upgrade()
+        for _, lname, value in ex.headers:
+            if lname == b"content-length":
+                ex.content_length = int(value)
+            elif lname == b"transfer-encoding":
+                ex.chunked = b"chunked" in value.lower()
+        if ex.chunked:
+            ex.content_length = None
+        ex._body_done = not ex.chunked and not ex.content_length
+        ex.started_at = self.last_active = self.loop.time()
+        self.head_started = 0.0
+        if self.current is None:
+            self.current = ex
+            if ex.upgrade and self.server.h2_factory is not None \
+                    and (ex.special[H_UPGRADE] or b"").lower() == b"h2c":
+                return  # switched to HTTP/2 in _upgrade_tail, which answers it as stream 1
+            self._dispatch(ex)
+        else:
+            if len(self.pipeline) >= self.limits.max_pipelined:
+                self._close()
+                return
+            self.pipeline.append(ex)
+            self.pause_reading()
+
+    def on_body(self, chunk: bytes) -> None:
+        ex = self.parsing
+        if ex is not None and ex.state < 3:
+            ex._body_chunk(chunk)
+
+    def on_message_complete(self) -> None:
+        ex = self.parsing
+        self.parsing = None
+        if ex is not None:
+            ex._body_end()
+            if ex.state == 3 and ex is self.current:  # answered before the body ended
+                self._next()
+
+    # ---- internals ------------------------------------------------------------------
+
+    def _dispatch(self, ex: Exchange) -> None:
+        try:
+            self.app.handle(ex)
+        except Exception:  # an app bug must not take the connection's other requests down
+            logger.exception("handler failed")
+            if ex.state < 2:
+                ex.respond(500, b"internal error\n", close=True)
+
+    def _upgrade_tail(self, rest: bytes) -> None:
+        """The parser stopped after an Upgrade (or CONNECT) head: what follows is not HTTP."""
+        ex = self.current
+        if ex is None or not ex.upgrade:
+            self._reject(400, b"unexpected upgrade\n")
+            return
+        if ex.method == b"CONNECT":
+            ex.respond(405, b"CONNECT is not supported\n", close=True)
+            return
+        ex._body_done = True
+        up_proto = (ex.special[H_UPGRADE] or b"").lower()
+        if up_proto == b"h2c" and self.server.h2_factory is not None and ex.state == 0:
+            self._switch_h2(rest, upgrade_ex=ex)
+            return
+        if rest:
+            if ex.upstream is not None:
+                ex.upstream.write(rest)
+            else:
+                ex.tunnel_data += rest
+        self.pause_reading()  # until the upstream says 101
+
+    def _switch_h2(self, data: bytes, upgrade_ex: Exchange | None) -> None:
+        assert self.server.h2_factory is not None and self.transport is not None
+        proto = self.server.h2_factory(self.server)
+        self.server.connections.discard(self)
+        self.transport.set_protocol(proto)
+        proto.connection_made(self.transport)
+        if upgrade_ex is not None:
+            proto.upgraded_from_h1(upgrade_ex, data)  # type: ignore[attr-defined]
+        elif data:
+            proto.data_received(data)
+
+    def arm(self, ex: Exchange, when: float) -> None:
+        """One timer per connection, re-armed lazily: a request's deadline is nearly always
+        later than the one already set, so most requests create no timer at all."""
+        t = self._timer
+        if t is not None:
+            if self._timer_at <= when:
+                return
+            t.cancel()
+        self._timer_at = when
+        self._timer = self.loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        ex = self.current
+        if ex is not None:
+            ex.check_deadline(self.loop.time())
+
+    def start_tunnel(self, up: UpstreamConnection) -> None:
+        """After a 101: bytes flow raw both ways until either side closes."""
+        self.tunnel_up = up
+        self.resume_reading()
+
+    def tunnel_closed(self) -> None:
+        self.tunnel_up = None
+        ex = self.current
+        if ex is not None and ex.state < 3:
+            ex._finish(True)
+        else:
+            self._close()
+
+    def write(self, data: bytes) -> None:
+        if batching.active:
+            buf = self.wbuf
+            if buf is None:
+                self.wbuf = [data]
+                batching.dirty.append(self)
+            else:
+                buf.append(data)
+            return
+        t = self.transport
+        if t is not None and not self.closing:
+            t.write(data)
+
+    def flush(self) -> None:
+        buf = self.wbuf
+        if buf is not None:
+            self.wbuf = None
+            t = self.transport
+            if t is not None and not self.closing:
+                t.write(buf[0] if len(buf) == 1 else b"".join(buf))
+
+    def pause_reading(self) -> None:
+        if not self.read_paused and self.transport is not None and not self.closing:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.read_paused and self.transport is not None and not self.closing:
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    def exchange_done(self, ex: Exchange, close: bool) -> None:
+        if ex is not self.current:
+            return
+        self.last_active = self.loop.time()
+        if close or self.server.draining_close:
+            self.current = None
+            self._close()
+            return
+        if self.parsing is ex:  # body still arriving (answered early): wait for its end
+            return
+        self._next()
+
+    def _next(self) -> None:
+        self.current = None
+        if self.pipeline:
+            ex = self.pipeline.popleft()
+            self.current = ex
+            if not self.pipeline:
+                self.resume_reading()
+            self._dispatch(ex)
+        elif not self.closing:
+            self.resume_reading()
+
+    def abort_exchange(self, ex: Exchange, status: int) -> None:
+        """The response already started and cannot be completed: cut the connection."""
+        ex.status = ex.status or status
+        if ex.state < 3:
+            ex._finish(True)
+        else:
+            self._close()
+
+    def _reject(self, status: int, body: bytes) -> None:
+        self.server.rejected += 1
+        if self.transport is not None and not self.closing:
+            self.transport.write(b"%sContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
+                                 b"Connection: close\r\n\r\n%s" % (status_line(status), len(body), body))
+        self._close()
+
+    def _close(self) -> None:
+        if not self.closing and self.transport is not None:
+            self.flush()
+            self.closing = True
+            self.transport.close()
+
+    def sweep(self, now: float) -> None:
+        """Called about once a second: cut slow heads and long-idle keep-alive connections."""
+        if self.closing or self.tunnel_up is not None:
+            return
+        if self.head_started and now - self.head_started > self.limits.header_timeout:
+            if self.parsing is not None or self.current is None and self.head_bytes:
+                self._reject(408, b"request head timeout\n")
+            elif self.current is None:
+                self._close()
+        elif self.current is None and not self.pipeline and self.parsing is None \
+                and now - self.last_active > self.limits.idle_keepalive:
+            self._close()
+
+    def close_idle(self) -> bool:
+        """Drain helper: close the connection if no request is in flight."""
+        if self.current is None and self.parsing is None and self.tunnel_up is None:
+            self._close()
+            return True
+        return False
+
+
+class _HeadTooLarge(Exception):
+    pass
+
+
+class HttpServer:
+    """Listens on one or more sockets and serves ``app`` with ``ServerConnection``s."""
+
+    def __init__(self, app: App, *, loop: asyncio.AbstractEventLoop | None = None,
+                 limits: Limits = Limits(), h2_factory: Callable[[HttpServer], asyncio.Protocol] | None = None,
+                 sweep_interval: float = 1.0) -> None:
+        self.app = app
+        self.loop = loop or asyncio.get_running_loop()
+        self.limits = limits
+        self.h2_factory = h2_factory
+        self.connections: set[Any] = set()
+        self.servers: list[asyncio.AbstractServer] = []
+        self.rejected = 0
+        self.draining_close = False
+        self._sweep_interval = sweep_interval
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    def protocol(self) -> ServerConnection:
+        return ServerConnection(self)
+
+    async def listen(self, host: str, port: int, *, ssl: Any = None, backlog: int = 1024) -> int:
+        srv = await self.loop.create_server(self.protocol, host, port, ssl=ssl, backlog=backlog,
+                                            reuse_address=True)
+        self.servers.append(srv)
+        if self._sweeper is None:
+            self._sweeper = self.loop.call_later(self._sweep_interval, self._sweep)
+        return srv.sockets[0].getsockname()[1]
+
+    def _sweep(self) -> None:
+        now = self.loop.time()
+        for c in list(self.connections):
+            c.sweep(now)
+        self._sweeper = self.loop.call_later(self._sweep_interval, self._sweep)
+
+    def stop_listening(self) -> None:
+        for s in self.servers:
+            s.close()
+
+    def close_idle_connections(self) -> int:
+        """Close connections with nothing in flight; later ones close after their response."""
+        self.draining_close = True
+        return sum(1 for c in list(self.connections) if c.close_idle())
+
+    def in_flight(self) -> int:
+        n = 0
+        for c in self.connections:
+            if getattr(c, "current", None) is not None or getattr(c, "tunnel_up", None) is not None:
+                n += 1
+            n += getattr(c, "active_streams", 0)
+        return n
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for s in self.servers:
+            s.close()
+        for c in list(self.connections):
+            if c.transport is not None:
+                c.transport.close()
+        for s in self.servers:
+            await s.wait_closed()

@@ -1,0 +1,333 @@
+"""Upstream side of the HTTP/1.1 engine: pooled keep-alive connections to one address.
+
+An ``UpstreamConnection`` carries one exchange at a time: it writes the request head and
+body it is given, parses the response with httptools and pushes head, body chunks and end
+into the ``Exchange`` (see ``queueproxy.http1``). After a 101 it turns into a raw tunnel.
+``UpstreamPool`` keeps idle connections (newest first, so a small working set stays warm)
+up to ``max_idle`` and dials new ones when none is free.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import httptools
+
+from queueproxy import batching
+
+HOP_BY_HOP = frozenset({
+    b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
+    b"transfer-encoding", b"upgrade", b"proxy-authenticate", b"proxy-authorization",
+})
+
+if TYPE_CHECKING:
+    from queueproxy.http1 import Exchange, ServerConnection
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["UpstreamConnection", "UpstreamPool"]
+
+Connected = Callable[["UpstreamConnection | None", "BaseException | None"], None]
+
+
+class UpstreamConnection(asyncio.Protocol):
+    __slots__ = (
+        "pool", "transport", "parser", "ex", "reused", "got_bytes", "closed", "reason", "headers",
+        "has_length", "chunked", "keep_alive", "head_done", "tunnel", "fresh_parser", "wbuf", "hop",
+    )
+
+    def __init__(self, pool: UpstreamPool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.ex: Exchange | None = None
+        self.reused = False
+        self.got_bytes = False
+        self.closed = False
+        self.reason = b""
+        self.headers: list[bytes] = []
+        self.hop: list[tuple[bytes, bytes]] = []
+        self.has_length = False
+        self.chunked = False
+        self.keep_alive = True
+        self.head_done = False
+        self.tunnel: ServerConnection | None = None
+        self.fresh_parser = False
+        self.wbuf: list[bytes] | None = None
+
+    # ---- driving it -------------------------------------------------------------------
+
+    def start(self, ex: Exchange) -> None:
+        self.ex = ex
+        self.got_bytes = False
+        if self.fresh_parser:
+            self.parser = httptools.HttpResponseParser(self)
+            self.fresh_parser = False
+
+    def write(self, data: bytes) -> None:
+        if batching.active:
+            buf = self.wbuf
+            if buf is None:
+                self.wbuf = [data]
+                batching.dirty.append(self)
+            else:
+                buf.append(data)
+            return
+        t = self.transport
+        if t is not None and not self.closed:
+            t.write(data)
+
+    def flush(self) -> None:
+        buf = self.wbuf
+        if buf is not None:
+            self.wbuf = None
+            t = self.transport
+            if t is not None and not self.closed:
+                t.write(buf[0] if len(buf) == 1 else b"".join(buf))
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    def abandon(self) -> None:
+        """The exchange gave up on this connection (timeout, client gone): close it."""
+        self.ex = None
+        self.tunnel = None
+        self._close()
+
+    def release_to_pool(self) -> None:
+        self.ex = None
+        self.pool.put_idle(self)
+
+    def _close(self) -> None:
+        if not self.closed:
+            self.flush()
+            self.closed = True
+            if self.transport is not None:
+                self.transport.close()
+
+    # ---- asyncio.Protocol -----------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool.forget(self)
+        if self.tunnel is not None:
+            client, self.tunnel = self.tunnel, None
+            client.tunnel_closed()
+            return
+        ex = self.ex
+        if ex is None:
+            return
+        self.ex = None
+        if self.head_done and not self.has_length and not self.chunked:
+            ex.response_end()  # a close-delimited body ends with the connection
+            return
+        if not self.got_bytes and self.reused and ex.retry_upstream():
+            return
+        if self.head_done:
+            ex.fail(502, "upstream closed mid-response")
+        else:
+            ex.fail(502, "upstream closed the connection before responding"
+                    + (f": {exc}" if exc else ""))
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel.write(data)
+            return
+        if batching.begin():
+            try:
+                self._received(data)
+            finally:
+                batching.end()
+        else:
+            self._received(data)
+
+    def _received(self, data: bytes) -> None:
+        if self.ex is None:  # bytes nobody asked for: the connection is out of step
+            self._close()
+            return
+        self.got_bytes = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as e:
+            self._become_tunnel(data[e.args[0]:])
+        except httptools.HttpParserError as e:
+            ex, self.ex = self.ex, None
+            self._close()
+            if ex is not None:
+                ex.fail(502, f"malformed response from upstream: {e}")
+
+    def pause_writing(self) -> None:
+        ex = self.ex
+        if ex is not None:
+            ex.conn.pause_reading()
+        elif self.tunnel is not None:
+            self.tunnel.pause_reading()
+
+    def resume_writing(self) -> None:
+        ex = self.ex
+        if ex is not None:
+            ex.conn.resume_reading()
+        elif self.tunnel is not None:
+            self.tunnel.resume_reading()
+
+    # ---- httptools callbacks --------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.headers = []
+        self.hop = []
+        self.reason = b""
+        self.has_length = False
+        self.chunked = False
+        self.head_done = False
+
+    def on_status(self, reason: bytes) -> None:
+        self.reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        # Lines are prebuilt here so the response head is one join; hop-by-hop ones are
+        # kept apart (a 101 passes them on, every other response drops them).
+        lname = name.lower()
+        if lname in HOP_BY_HOP:
+            if lname == b"transfer-encoding":
+                self.chunked = b"chunked" in value.lower()
+            self.hop.append((lname, name + b": " + value + b"\r\n"))
+            return
+        if lname == b"content-length":
+            self.has_length = True
+        self.headers.append(name + b": " + value + b"\r\n")
+
+    def on_headers_complete(self) -> None:
+        ex = self.ex
+        if ex is None:
+            return
+        p = self.parser
+        status = p.get_status_code()
+        self.keep_alive = p.should_keep_alive()
+        if status < 200 or status == 101:
+            if status == 101:
+                self.head_done = True
+            ex.response_head(status, self.reason, self.headers + [h for _, h in self.hop], False, False)
+            return
+        self.head_done = True
+        headers = self.headers
+        for lname, line in self.hop:
+            if lname == b"connection":  # drop what Connection names, too (rare)
+                tokens = {t.strip().lower() for t in line.split(b":", 1)[1].split(b",")} - {b"close", b"keep-alive"}
+                if tokens:
+                    headers = [h for h in headers if h.split(b":", 1)[0].lower() not in tokens]
+        ex.response_head(status, self.reason, headers, self.has_length, not self.keep_alive)
+        if ex.method == b"HEAD":
+            # httptools cannot be told a HEAD response has no body: finish here and
+            # give the next response a fresh parser.
+            self.fresh_parser = True
+            self._complete()
+
+    def on_body(self, chunk: bytes) -> None:
+        ex = self.ex
+        if ex is not None:
+            ex.response_body(chunk)
+
+    def on_message_complete(self) -> None:
+        if self.head_done and self.ex is not None:
+            self._complete()
+
+    def _complete(self) -> None:
+        ex = self.ex
+        self.ex = None
+        self.head_done = False
+        self.reused = True
+        if self.keep_alive and ex is not None and not ex.upgrade:
+            self.pool.put_idle(self)
+        else:
+            self._close()
+        if ex is not None:
+            ex.response_end()
+
+    def _become_tunnel(self, rest: bytes) -> None:
+        ex = self.ex
+        self.ex = None
+        if ex is None or ex.status != 101:
+            self._close()
+            return
+        client = ex.conn
+        self.tunnel = client
+        client.start_tunnel(self)
+        if rest:
+            client.write(rest)
+
+
+class UpstreamPool:
+    """Keep-alive connections to one upstream address."""
+
+    def __init__(self, host: str, port: int, *, loop: asyncio.AbstractEventLoop | None = None,
+                 max_idle: int = 1000, connect_timeout: float = 10.0, ssl: Any = None) -> None:
+        self.host = host
+        self.port = port
+        self.loop = loop or asyncio.get_running_loop()
+        self.max_idle = max_idle
+        self.connect_timeout = connect_timeout
+        self.ssl = ssl
+        self.idle: list[UpstreamConnection] = []
+        self.dials = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def take_idle(self) -> UpstreamConnection | None:
+        idle = self.idle
+        while idle:
+            c = idle.pop()
+            if not c.closed:
+                return c
+        return None
+
+    def put_idle(self, c: UpstreamConnection) -> None:
+        if c.closed:
+            return
+        if len(self.idle) < self.max_idle:
+            self.idle.append(c)
+        else:
+            c._close()
+
+    def forget(self, c: UpstreamConnection) -> None:
+        try:
+            self.idle.remove(c)
+        except ValueError:
+            pass
+
+    def connect(self, done: Connected) -> None:
+        task = self.loop.create_task(self._dial(done))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _dial(self, done: Connected) -> None:
+        self.dials += 1
+        try:
+            _, proto = await asyncio.wait_for(
+                self.loop.create_connection(lambda: UpstreamConnection(self), self.host, self.port, ssl=self.ssl),
+                self.connect_timeout)
+        except (OSError, asyncio.TimeoutError) as e:
+            msg = f"dial tcp {self.host}:{self.port}: " + (
+                "connect timeout" if isinstance(e, asyncio.TimeoutError) else (e.strerror or str(e)))
+            done(None, ConnectionError(msg))
+            return
+        done(proto, None)
+
+    def close(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for c in self.idle:
+            c._close()
+        self.idle.clear()
