@@ -28,7 +28,7 @@ from queueproxy.breaker import Breaker, QueueFullError
 from queueproxy.drain import Drainer
 from queueproxy.http1 import (
     H_FORWARDED, H_HASH, H_KUBELET, H_ORIG_HOST, H_PROBE, H_PROXY, H_UA, H_XFF, H_XFH, H_XFP,
-    Exchange, build_forward_head,
+    Exchange,
 )
 from queueproxy.metrics import InvocationHistogram
 from queueproxy.stats import RequestStats
@@ -97,7 +97,8 @@ class QueueHandler:
         self.drainer.last_request = now
         if sp[H_KUBELET] is not None:  # upstream's kubelet-probe bypass: straight through
             ex.set_timeouts(*self.timeouts)
-            ex.forward(self.pool, build_forward_head(ex, drop=REVISION_HEADERS))
+            ex.prepare(drop=REVISION_HEADERS)
+            ex.forward(self.pool)
             return
         proxied = sp[H_PROXY] == b"activator"
         self.stats.request_in(now, proxied)
@@ -105,19 +106,19 @@ class QueueHandler:
         ex.set_timeouts(*self.timeouts)
         add = None
         if sp[H_FORWARDED] is None and (sp[H_XFF] is not None or sp[H_XFP] is not None or sp[H_XFH] is not None):
-            add = [b"Forwarded: " + forwarded_header(sp[H_XFF], sp[H_XFP], sp[H_XFH])]
-        head = build_forward_head(ex, drop=REVISION_HEADERS, host=sp[H_ORIG_HOST], add=add)
+            add = [(b"Forwarded", forwarded_header(sp[H_XFF], sp[H_XFP], sp[H_XFH]))]
+        ex.prepare(drop=REVISION_HEADERS, host=sp[H_ORIG_HOST], add=add)
         # context: (proxied, metered, breaker hold: None = no breaker, True = a slot, or a Ticket)
         breaker = self.breaker
         if breaker is None:
             ex.context = (proxied, probe is None, None)
-            ex.forward(self.pool, head)
+            ex.forward(self.pool)
         elif breaker.try_acquire():
             ex.context = (proxied, probe is None, True)
-            ex.forward(self.pool, head)
+            ex.forward(self.pool)
         else:
             try:
-                ticket = breaker.enqueue(lambda: self.loop.call_soon(self._granted, ex, head))
+                ticket = breaker.enqueue(lambda: self.loop.call_soon(self._granted, ex))
             except QueueFullError:
                 self.rejected["queue_full"] += 1
                 ex.context = (proxied, probe is None, None)
@@ -125,9 +126,9 @@ class QueueHandler:
                 return
             ex.context = (proxied, probe is None, ticket)
 
-    def _granted(self, ex: Exchange, head: bytes) -> None:
+    def _granted(self, ex: Exchange) -> None:
         if ex.state == 0:
-            ex.forward(self.pool, head)
+            ex.forward(self.pool)
 
     def _finished(self, ex: Exchange) -> None:
         now = self.loop.time()

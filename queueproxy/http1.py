@@ -34,7 +34,7 @@ from queueproxy.upstream import HOP_BY_HOP, UpstreamConnection, UpstreamPool
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["App", "Exchange", "Limits", "ServerConnection", "HttpServer", "build_forward_head", "STATUS_REASONS"]
+__all__ = ["App", "Exchange", "Limits", "ServerConnection", "HttpServer", "STATUS_REASONS"]
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -78,14 +78,15 @@ class Limits:
 class App(Protocol):
     def handle(self, ex: Exchange) -> None:
         """Called once per request when its head is complete; must lead to exactly one
-        ``ex.respond(...)`` or ``ex.forward(...)``, now or later."""
+        ``ex.respond(...)`` or ``ex.prepare(...)`` + ``ex.forward(pool)``, now or later.
+        The HTTP/2 engine's streams offer the same methods, so one app serves both."""
 
 
 def status_line(status: int, reason: bytes | None = None) -> bytes:
     return b"HTTP/1.1 %d %s\r\n" % (status, reason if reason is not None else STATUS_REASONS.get(status, b"Unknown"))
 
 
-def build_forward_head(ex: Exchange, *, drop: frozenset[bytes] = frozenset(), host: bytes | None = None,
+def _forward_head(ex: Exchange, *, drop: frozenset[bytes] = frozenset(), host: bytes | None = None,
                        add: list[bytes] | None = None, xff: bool = True) -> bytes:
     """The request head to send upstream: hop-by-hop and ``drop`` headers removed, Host
     replaced when ``host`` is given, the client address appended to X-Forwarded-For,
@@ -132,7 +133,7 @@ class Exchange:
         "upgrade", "keep_alive", "started_at", "on_finish", "status", "bytes_out", "state",
         "upstream", "_pool", "_head", "_body", "_body_size", "_body_done",
         "_deadline_total", "_deadline_start", "_idle", "_last_write", "_resp_chunked",
-        "_resp_close", "_resp_started", "_head_method", "_retried", "tunnel_data", "context",
+        "_resp_close", "_resp_started", "_retried", "tunnel_data", "context",
     )
 
     def __init__(self, conn: ServerConnection) -> None:
@@ -164,7 +165,6 @@ class Exchange:
         self._resp_chunked = False
         self._resp_close = False
         self._resp_started = False
-        self._head_method = False
         self._retried = False
         self.tunnel_data = b""
         self.context: Any = None
@@ -259,14 +259,23 @@ class Exchange:
 
     # ---- forwarding -----------------------------------------------------------------
 
-    def forward(self, pool: UpstreamPool, head: bytes) -> None:
-        """Send this request upstream through ``pool`` with the request head ``head``
-        (see ``build_forward_head``). The response streams back as it comes."""
+    def prepare(self, *, drop: frozenset[bytes] = frozenset(), host: bytes | None = None,
+                add: list[tuple[bytes, bytes]] | None = None) -> None:
+        """Build the request head to send upstream: hop-by-hop and ``drop`` headers (lower
+        case) removed, Host replaced when ``host`` is given, the client address appended to
+        X-Forwarded-For, ``add`` headers appended, framing re-declared."""
+        self._head = _forward_head(self, drop=drop, host=host,
+                                   add=[n + b": " + v for n, v in add] if add else None)
+
+    def forward(self, pool: UpstreamPool) -> None:
+        """Send the prepared request upstream through ``pool``; the response streams back
+        as it comes."""
         if self.state != 0:
             return
+        if not self._head:
+            self.prepare()
         self.state = 1
         self._pool = pool
-        self._head = head
         up = None if self.upgrade else pool.take_idle()
         if up is not None:
             self._bind(up)
