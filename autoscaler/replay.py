@@ -95,8 +95,10 @@ def replay_decider(sc: Json) -> Json:
 
 def replay_windows(sc: Json) -> Json:
     """``{"name", "answers": [...]}``: one answer per op with an ``expect``, in its shape."""
-    t0 = _t0_ns(sc)
     kind = sc["kind"]
+    if kind not in ("max_time_window", "timed_buckets", "weighted_buckets"):
+        raise ReplayError(f"kind: unknown window kind {kind!r}")
+    t0 = _t0_ns(sc)
 
     def at(t: float) -> int:  # Unix second of the instant t0 + t
         return (t0 + gotime.duration_ns(float(t))) // gotime.NS_PER_S
@@ -107,11 +109,9 @@ def replay_windows(sc: Json) -> Json:
     if kind == "max_time_window":
         mw = BatchMaxWindows(float(sc["granularity_s"]), row_capacity=1)
         row = mw.add(float(sc["window_s"]))
-    elif kind in ("timed_buckets", "weighted_buckets"):
+    else:
         bb = BatchBuckets(float(sc["granularity_s"]), row_capacity=1)
         row = bb.add(float(sc["window_s"]), weighted=kind == "weighted_buckets")
-    else:
-        raise ReplayError(f"kind: unknown window kind {kind!r}")
 
     answers: list[Any] = []
     for op in sc["ops"]:
@@ -176,7 +176,9 @@ def replay_lines(lines: Iterable[str]) -> Iterator[Json]:
             yield replay_scenario(sc)
         except ReplayError as e:
             raise ReplayError(f"line {lineno}: {e}") from None
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
+        except KeyError as e:
+            raise ReplayError(f"line {lineno}: missing key {e}") from None
+        except (ValueError, TypeError, AttributeError) as e:
             raise ReplayError(f"line {lineno}: {type(e).__name__}: {e}") from None
 
 
