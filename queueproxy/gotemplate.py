@@ -325,6 +325,8 @@ def _fmt_one(verb: str, flags: str, width: int | None, prec: int | None, v: Any)
         elif space and not s.startswith("-"):
             s = " " + s
         return _pad(s, width, minus, zero)
+    if verb == "T":
+        return _pad("<nil>" if v is None else _type_name(v), width, minus)
     if verb == "t" and isinstance(v, bool):
         return _pad("true" if v else "false", width, minus)
     if verb == "c" and is_int:
@@ -363,7 +365,7 @@ def _fmt_s(v: Any) -> str:
 
 
 def sprintf(fmt: str, *args: Any) -> str:
-    """Go's ``fmt.Sprintf`` for the verbs ``v s q d x X o b c t e E f F g G %``."""
+    """Go's ``fmt.Sprintf`` for the verbs ``v s q d x X o b c t T e E f F g G %``."""
     out: list[str] = []
     argi, pos = 0, 0
     for m in _VERB.finditer(fmt):
@@ -763,17 +765,19 @@ class _Parser:
                     raise self.err("range can only initialize variables", v2)
                 decls = [v.val, v2.val]
                 nxt = self.peek_non_space()
-                if nxt.kind != "declare":
-                    raise self.err("range can only initialize variables with :=", nxt)
+                if nxt.kind not in ("declare", "assign"):
+                    raise self.err("range can only initialize variables", nxt)
                 self.next()
+                is_assign = nxt.kind == "assign"
+                for d in decls if is_assign else ():
+                    if d not in self.vars:
+                        raise self.err(f"undefined variable {d!r}", v)
             elif nxt.kind in ("declare", "assign"):
                 self.next()
                 is_assign = nxt.kind == "assign"
                 decls = [v.val]
                 if is_assign and v.val not in self.vars:
                     raise self.err(f"undefined variable {v.val!r}", v)
-                if is_assign and context == "range":
-                    raise self.err("range with = is not supported by this template engine", v)
             else:
                 self.i = save
         cmds = []
@@ -810,8 +814,6 @@ class _Parser:
             if it.kind in (end, "pipe"):
                 break
             raise self.err(f"unexpected {it.val!r} in operand", it)
-        if args[0][0] == "nil":
-            raise self.err("nil is not a command")
         return args
 
     def operand(self) -> Any:
@@ -910,10 +912,8 @@ def _field(recv: Any, name: str, args: list[Any] | None) -> Any:
             return recv[name]
         except KeyError:
             return NO_VALUE
-    if recv is NO_VALUE:
+    if recv is NO_VALUE or recv is None:  # Go: a field of a nil interface is "no value"
         return NO_VALUE
-    if recv is None:
-        raise ExecError(f"nil pointer evaluating {name}")
     if name[0].isupper():
         raise ExecError(f"can't evaluate field {name} in type {_type_name(recv)}")
     raise ExecError(f"{name} is an unexported field of type {_type_name(recv)}")
@@ -1221,6 +1221,10 @@ def _compile_command(args: list[Any]) -> Callable[[_State, Any, Any], Any]:
         return lambda st, dot, final: run(st, dot, base(st, dot), final)
     if kind == "func":
         return _compile_call(first[1], [_compile_arg(a) for a in rest])
+    if kind == "nil":
+        def nil_command(st: _State, dot: Any, final: Any) -> Any:
+            raise ExecError("nil is not a command")
+        return nil_command
     if kind == "paren":
         value: _Expr = _compile_pipeline(first[1])
     elif kind == "var":
@@ -1254,7 +1258,7 @@ def _compile_call(fname: str, argfns: list[_Expr]) -> Callable[[_State, Any, Any
                 raise ExecError(f"wrong number of args for {fname}: want at least 1 got 0")
             v: Any = None
             for t in thunks:
-                v = _arg(t())
+                v = t()
                 if truth(v) == want:
                     return v
             return v
@@ -1360,12 +1364,13 @@ def _compile_node(node: Any) -> _Emit:
                 other(st, dot)
             del st.vars[mark:]
         return run_with
-    decls = pipe[0]
+    decls, is_assign = pipe[0], pipe[1]
     raw = _compile_pipeline((decls[:0], False, pipe[2]))
-    return _compile_range(raw, decls, then, other)
+    return _compile_range(raw, decls, is_assign, then, other)
 
 
-def _compile_range(value: _Expr, decls: list[str], body: _Emit, other: _Emit) -> _Emit:
+def _compile_range(value: _Expr, decls: list[str], is_assign: bool, body: _Emit,
+                   other: _Emit) -> _Emit:
     def run(st: _State, dot: Any) -> None:
         mark = len(st.vars)
         v = value(st, dot)
@@ -1384,11 +1389,12 @@ def _compile_range(value: _Expr, decls: list[str], body: _Emit, other: _Emit) ->
             return
         for key, elem in pairs:
             del st.vars[mark:]
-            if len(decls) == 1:
-                st.vars.append([decls[0], elem])
-            elif len(decls) == 2:
-                st.vars.append([decls[0], key])
-                st.vars.append([decls[1], elem])
+            values = (elem,) if len(decls) == 1 else (key, elem)
+            for name, val in zip(decls, values):
+                if is_assign:
+                    st.assign(name, val)
+                else:
+                    st.vars.append([name, val])
             try:
                 body(st, elem)
             except _Continue:
