@@ -1,0 +1,268 @@
+"""Proxy benchmark: direct to a fast backend vs through queue-proxies, in one run.
+
+Starts nginx answering a fixed 12-byte body, then for each target (direct, our
+queue-proxy with containerConcurrency 0 and 10, and any ``--proxy NAME=COMMAND`` such as
+upstream's Go queue-proxy) drives wrk at each concurrency and records requests/s, p50/p99
+latency, CPU time per request of the proxy process (all threads, from /proc), and RSS idle
+and under load. Load generator pinned to CPU 0, proxy and backend to CPU 1 (when the
+machine has two). Every cell is the median of ``--repeat`` runs. Writes
+``bench/out/proxy.{md,json,png}``.
+
+    python -m bench.proxy [--proxy upstream=/path/to/upstream-queue] [--duration 5] [--repeat 3]
+
+Needs ``wrk`` and ``nginx`` (Debian: ``apt-get install wrk nginx-light``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+OUT = ROOT / "bench" / "out"
+
+
+@dataclass
+class Cell:
+    target: str
+    concurrency: int
+    rps: float
+    p50_us: float
+    p99_us: float
+    cpu_us_per_req: float
+    rss_idle_mb: float
+    rss_load_mb: float
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pin(cpu: int) -> list[str]:
+    if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
+        return ["taskset", "-c", str(cpu)]
+    return []
+
+
+def wait_http(url: str, timeout: float = 10.0, headers: dict[str, str] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=1).read()
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{url} did not come up")
+            time.sleep(0.05)
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def parse_latency(text: str) -> float:
+    m = re.match(r"([\d.]+)(us|ms|s)", text)
+    if not m:
+        return float("nan")
+    v, unit = float(m.group(1)), m.group(2)
+    return v * {"us": 1, "ms": 1e3, "s": 1e6}[unit]
+
+
+def run_wrk(url: str, concurrency: int, duration: float) -> tuple[int, float, float, float]:
+    out = subprocess.run([*pin(0), "wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(duration))}s", "--latency", url],
+                         capture_output=True, text=True, check=True).stdout
+    reqs = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = parse_latency(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = parse_latency(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    return reqs, rps, p50, p99
+
+
+class Nginx:
+    def __init__(self, tmp: pathlib.Path) -> None:
+        self.port = free_port()
+        conf = tmp / "nginx.conf"
+        conf.write_text(f"""
+worker_processes 1;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {tmp}; proxy_temp_path {tmp}; fastcgi_temp_path {tmp};
+  uwsgi_temp_path {tmp}; scgi_temp_path {tmp};
+  server {{
+    listen 127.0.0.1:{self.port} backlog=4096;
+    keepalive_requests 100000000;
+    location / {{ return 200 "hello world\\n"; }}
+  }}
+}}
+""")
+        self.proc = subprocess.Popen([*pin(1), "nginx", "-c", str(conf)], stderr=subprocess.DEVNULL)
+        wait_http(f"http://127.0.0.1:{self.port}/")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def qp_env(user_port: int, serving_port: int, cc: int) -> dict[str, str]:
+    return {
+        **os.environ,
+        "SERVING_NAMESPACE": "default", "SERVING_CONFIGURATION": "bench", "SERVING_REVISION": "bench-00001",
+        "SERVING_SERVICE": "bench", "SERVING_POD": "bench-pod", "SERVING_POD_IP": "127.0.0.1",
+        "QUEUE_SERVING_PORT": str(serving_port), "QUEUE_SERVING_TLS_PORT": str(free_port()),
+        "USER_PORT": str(user_port), "CONTAINER_CONCURRENCY": str(cc), "REVISION_TIMEOUT_SECONDS": "300",
+        "SERVING_LOGGING_CONFIG": "", "SERVING_LOGGING_LEVEL": "", "SERVING_READINESS_PROBE": "",
+        "OBSERVABILITY_CONFIG": '{"requestMetrics":{"protocol":"prometheus"}}',
+        "KDP_BIND_HOST": "127.0.0.1", "KDP_ADMIN_PORT": str(free_port()), "KDP_STAT_PORT": str(free_port()),
+        "METRICS_PROMETHEUS_PORT": str(free_port()), "KDP_DRAIN_QUIET_PERIOD": "0",
+    }
+
+
+def measure(targets: list[tuple[str, str, int | None]], concurrencies: list[int], duration: float,
+            repeat: int) -> list[Cell]:
+    """Round-robin over targets inside each repeat, so slow drifts of the machine hit every
+    target alike; each cell is the median of its repeats."""
+    for _, url, _ in targets:
+        run_wrk(url, 10, 1.0)  # warm up: connections, caches, inline caches
+    runs: dict[tuple[str, int], list[Cell]] = {}
+    for r in range(repeat):
+        for c in concurrencies:
+            for name, url, pid in targets:
+                idle = rss_mb(pid) if pid else 0.0
+                t0 = proc_cpu_seconds(pid) if pid else 0.0
+                reqs, rps, p50, p99 = run_wrk(url, c, duration)
+                cpu = (proc_cpu_seconds(pid) - t0) if pid else 0.0
+                cell = Cell(name, c, rps, p50, p99, cpu / max(reqs, 1) * 1e6, idle, rss_mb(pid) if pid else 0.0)
+                runs.setdefault((name, c), []).append(cell)
+                print(f"  [{r + 1}/{repeat}] {name:>12} c={c:<4} {rps:>9.0f} req/s  p50 {p50:>7.0f} µs  "
+                      f"p99 {p99:>7.0f} µs  cpu {cell.cpu_us_per_req:>6.1f} µs/req", flush=True)
+    cells = []
+    for name, _, _ in targets:
+        for c in concurrencies:
+            rs = runs[(name, c)]
+            med = lambda f: statistics.median(getattr(x, f) for x in rs)  # noqa: E731
+            cells.append(Cell(name, c, med("rps"), med("p50_us"), med("p99_us"), med("cpu_us_per_req"),
+                              min(x.rss_idle_mb for x in rs), max(x.rss_load_mb for x in rs)))
+    return cells
+
+
+def start_proxy(cmd: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen([*pin(1), *cmd], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_http(f"http://127.0.0.1:{port}/")
+    return proc
+
+
+def report(cells: list[Cell], baseline: str | None) -> str:
+    direct = {c.concurrency: c for c in cells if c.target == "direct"}
+    base = {c.concurrency: c for c in cells if c.target == baseline} if baseline else {}
+    lines = ["| target | conc. | req/s | p50 µs | p99 µs | added p50 µs | CPU µs/req | CPU vs "
+             f"{baseline or '-'} | RSS idle MB | RSS load MB |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for c in cells:
+        d = direct.get(c.concurrency)
+        added = c.p50_us - d.p50_us if d and c.target != "direct" else 0.0
+        b = base.get(c.concurrency)
+        ratio = f"{c.cpu_us_per_req / b.cpu_us_per_req:.2f}x" if b and b.cpu_us_per_req and c.target != "direct" else "-"
+        lines.append(f"| {c.target} | {c.concurrency} | {c.rps:.0f} | {c.p50_us:.0f} | {c.p99_us:.0f} | "
+                     f"{added:.0f} | {c.cpu_us_per_req:.1f} | {ratio} | {c.rss_idle_mb:.1f} | {c.rss_load_mb:.1f} |")
+    return "\n".join(lines)
+
+
+def plot(cells: list[Cell], path: pathlib.Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    targets = list(dict.fromkeys(c.target for c in cells))
+    concs = sorted({c.concurrency for c in cells})
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    width = 0.8 / len(targets)
+    for i, t in enumerate(targets):
+        by = {c.concurrency: c for c in cells if c.target == t}
+        xs = [j + i * width for j in range(len(concs))]
+        color = f"C{i}"
+        axes[0].bar(xs, [by[c].rps if c in by else 0 for c in concs], width, label=t, color=color)
+        axes[1].bar(xs, [by[c].p50_us if c in by else 0 for c in concs], width, label=t, color=color)
+        if t != "direct":
+            axes[2].bar(xs, [by[c].cpu_us_per_req if c in by else 0 for c in concs], width, label=t, color=color)
+    axes[1].set_yscale("log")
+    for ax, title in zip(axes, ("requests/s", "p50 latency (µs)", "proxy CPU per request (µs)")):
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(concs))], [f"c={c}" for c in concs])
+        ax.set_title(title)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--proxy", action="append", default=[], metavar="NAME=COMMAND",
+                    help="another queue-proxy command to measure with the same env (repeatable)")
+    ap.add_argument("--concurrency", default="1,10,100")
+    ap.add_argument("--duration", type=float, default=5.0)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--baseline", default=None, help="target the CPU ratio is taken against "
+                    "(default: the first --proxy, if any)")
+    args = ap.parse_args(argv)
+    for tool in ("wrk", "nginx"):
+        if not shutil.which(tool):
+            print(f"bench: {tool} is not installed (Debian: apt-get install wrk nginx-light)", file=sys.stderr)
+            return 2
+    concs = [int(c) for c in args.concurrency.split(",")]
+    OUT.mkdir(parents=True, exist_ok=True)
+    cells: list[Cell] = []
+    extra = [p.split("=", 1) for p in args.proxy]
+    baseline = args.baseline or (extra[0][0] if extra else None)
+    with tempfile.TemporaryDirectory() as tmp:
+        nginx = Nginx(pathlib.Path(tmp))
+        procs: list[subprocess.Popen[bytes]] = []
+        try:
+            targets: list[tuple[str, str, int | None]] = [("direct", f"http://127.0.0.1:{nginx.port}/", None)]
+            commands = [("kdp cc=0", [sys.executable, "-m", "queueproxy"], 0),
+                        ("kdp cc=10", [sys.executable, "-m", "queueproxy"], 10)]
+            commands += [(name, cmd.split(), 0) for name, cmd in extra]
+            for name, cmd, cc in commands:
+                port = free_port()
+                procs.append(start_proxy(cmd, qp_env(nginx.port, port, cc), port))
+                targets.append((name, f"http://127.0.0.1:{port}/", procs[-1].pid))
+            cells = measure(targets, concs, args.duration, args.repeat)
+        finally:
+            for p in procs:
+                p.kill()
+                p.wait(10)
+            nginx.stop()
+    table = report(cells, baseline)
+    print()
+    print(table)
+    (OUT / "proxy.md").write_text(table + "\n")
+    (OUT / "proxy.json").write_text(json.dumps([asdict(c) for c in cells], indent=1))
+    plot(cells, OUT / "proxy.png")
+    print(f"\nwrote {OUT / 'proxy.md'}, proxy.json, proxy.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
