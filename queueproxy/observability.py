@@ -57,7 +57,7 @@ METRICS_PROTOCOLS = ("grpc", "http/protobuf", "prometheus", "none")
 TRACING_PROTOCOLS = ("grpc", "http/protobuf", "none", "stdout")
 PROFILING_VALUES = ("enabled", "disabled")
 DEFAULT_PROMETHEUS_PORT = 9091  # networking.UserQueueMetricsPort
-_NS = 1e-9
+_NS_PER_S = 1_000_000_000
 _INT64 = (-(1 << 63), (1 << 63) - 1)
 _MISSING = object()
 
@@ -239,7 +239,7 @@ def _duration(obj: _Pairs, name: str, default: float, prefix: str) -> float:
     if isinstance(val, bool) or not isinstance(val, int) or not _INT64[0] <= val <= _INT64[1]:
         raise ConfigError(f"{ENV_KEY} {_path(prefix, name)}={val!r} is not a duration; "
                           "allowed: an integer number of nanoseconds")
-    return val * _NS
+    return val / _NS_PER_S
 
 
 def _decode_metrics(obj: _Pairs, prefix: str, d: MetricsConfig) -> MetricsConfig:
@@ -276,7 +276,7 @@ def _validate_metrics(m: MetricsConfig, prefix: str) -> None:
     if m.protocol == "prometheus" and m.endpoint:
         _split_host_port(m.endpoint, f"{prefix}.endpoint")
     if m.export_interval < 0:
-        raise ConfigError(f"{ENV_KEY} {prefix}.exportInterval={round(m.export_interval / _NS)} "
+        raise ConfigError(f"{ENV_KEY} {prefix}.exportInterval={round(m.export_interval * _NS_PER_S)} "
                           "is negative; allowed: >= 0 nanoseconds")
 
 
@@ -299,7 +299,7 @@ def _validate_runtime(r: RuntimeConfig, prefix: str) -> None:
         raise ConfigError(f"{ENV_KEY} {prefix}.profiling={r.profiling!r} is not supported; "
                           f"allowed: {', '.join(PROFILING_VALUES)}")
     if r.export_interval < 0:
-        raise ConfigError(f"{ENV_KEY} {prefix}.exportInterval={round(r.export_interval / _NS)} "
+        raise ConfigError(f"{ENV_KEY} {prefix}.exportInterval={round(r.export_interval * _NS_PER_S)} "
                           "is negative; allowed: >= 0 nanoseconds")
 
 
