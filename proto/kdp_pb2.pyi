@@ -98,3 +98,88 @@ class RevisionEndpoints(_message.Message):
     failure: str
     deleted: bool
     def __init__(self, namespace: _Optional[str] = ..., revision: _Optional[str] = ..., ready: _Optional[_Iterable[str]] = ..., not_ready: _Optional[_Iterable[str]] = ..., container_concurrency: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., response_start_timeout_seconds: _Optional[float] = ..., idle_timeout_seconds: _Optional[float] = ..., protocol: _Optional[str] = ..., target: _Optional[float] = ..., failure: _Optional[str] = ..., deleted: _Optional[bool] = ...) -> None: ...
+
+class RevisionSpec(_message.Message):
+    __slots__ = ("namespace", "revision", "service", "annotations", "container_concurrency", "reachable", "deleted")
+    class AnnotationsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    ANNOTATIONS_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    REACHABLE_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    revision: str
+    service: str
+    annotations: _containers.ScalarMap[str, str]
+    container_concurrency: int
+    reachable: bool
+    deleted: bool
+    def __init__(self, namespace: _Optional[str] = ..., revision: _Optional[str] = ..., service: _Optional[str] = ..., annotations: _Optional[_Mapping[str, str]] = ..., container_concurrency: _Optional[int] = ..., reachable: _Optional[bool] = ..., deleted: _Optional[bool] = ...) -> None: ...
+
+class PodCounts(_message.Message):
+    __slots__ = ("namespace", "revision", "ready", "not_ready", "pending", "terminating", "failure")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    READY_FIELD_NUMBER: _ClassVar[int]
+    NOT_READY_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    TERMINATING_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    revision: str
+    ready: int
+    not_ready: int
+    pending: int
+    terminating: int
+    failure: str
+    def __init__(self, namespace: _Optional[str] = ..., revision: _Optional[str] = ..., ready: _Optional[int] = ..., not_ready: _Optional[int] = ..., pending: _Optional[int] = ..., terminating: _Optional[int] = ..., failure: _Optional[str] = ...) -> None: ...
+
+class Ack(_message.Message):
+    __slots__ = ("ok", "error")
+    OK_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    ok: bool
+    error: str
+    def __init__(self, ok: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
+
+class ExplainRequest(_message.Message):
+    __slots__ = ("namespace", "revision")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    revision: str
+    def __init__(self, namespace: _Optional[str] = ..., revision: _Optional[str] = ...) -> None: ...
+
+class Explanation(_message.Message):
+    __slots__ = ("json",)
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    json: str
+    def __init__(self, json: _Optional[str] = ...) -> None: ...
+
+class ScaleRequest(_message.Message):
+    __slots__ = ("namespace", "revision", "replicas")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    revision: str
+    replicas: int
+    def __init__(self, namespace: _Optional[str] = ..., revision: _Optional[str] = ..., replicas: _Optional[int] = ...) -> None: ...
+
+class ScaleResponse(_message.Message):
+    __slots__ = ("ok", "error", "replicas")
+    OK_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    ok: bool
+    error: str
+    replicas: int
+    def __init__(self, ok: _Optional[bool] = ..., error: _Optional[str] = ..., replicas: _Optional[int] = ...) -> None: ...

@@ -242,3 +242,233 @@ class EndpointsFeed:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class AutoscalerControlStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.SyncRevision = channel.unary_unary(
+                '/kdp.v1.AutoscalerControl/SyncRevision',
+                request_serializer=proto_dot_kdp__pb2.RevisionSpec.SerializeToString,
+                response_deserializer=proto_dot_kdp__pb2.Ack.FromString,
+                _registered_method=True)
+        self.ReportPods = channel.unary_unary(
+                '/kdp.v1.AutoscalerControl/ReportPods',
+                request_serializer=proto_dot_kdp__pb2.PodCounts.SerializeToString,
+                response_deserializer=proto_dot_kdp__pb2.Ack.FromString,
+                _registered_method=True)
+        self.Explain = channel.unary_unary(
+                '/kdp.v1.AutoscalerControl/Explain',
+                request_serializer=proto_dot_kdp__pb2.ExplainRequest.SerializeToString,
+                response_deserializer=proto_dot_kdp__pb2.Explanation.FromString,
+                _registered_method=True)
+
+
+class AutoscalerControlServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def SyncRevision(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportPods(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Explain(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AutoscalerControlServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'SyncRevision': grpc.unary_unary_rpc_method_handler(
+                    servicer.SyncRevision,
+                    request_deserializer=proto_dot_kdp__pb2.RevisionSpec.FromString,
+                    response_serializer=proto_dot_kdp__pb2.Ack.SerializeToString,
+            ),
+            'ReportPods': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportPods,
+                    request_deserializer=proto_dot_kdp__pb2.PodCounts.FromString,
+                    response_serializer=proto_dot_kdp__pb2.Ack.SerializeToString,
+            ),
+            'Explain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Explain,
+                    request_deserializer=proto_dot_kdp__pb2.ExplainRequest.FromString,
+                    response_serializer=proto_dot_kdp__pb2.Explanation.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'kdp.v1.AutoscalerControl', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('kdp.v1.AutoscalerControl', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class AutoscalerControl:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def SyncRevision(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kdp.v1.AutoscalerControl/SyncRevision',
+            proto_dot_kdp__pb2.RevisionSpec.SerializeToString,
+            proto_dot_kdp__pb2.Ack.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportPods(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kdp.v1.AutoscalerControl/ReportPods',
+            proto_dot_kdp__pb2.PodCounts.SerializeToString,
+            proto_dot_kdp__pb2.Ack.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Explain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kdp.v1.AutoscalerControl/Explain',
+            proto_dot_kdp__pb2.ExplainRequest.SerializeToString,
+            proto_dot_kdp__pb2.Explanation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class ScaleTargetStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Scale = channel.unary_unary(
+                '/kdp.v1.ScaleTarget/Scale',
+                request_serializer=proto_dot_kdp__pb2.ScaleRequest.SerializeToString,
+                response_deserializer=proto_dot_kdp__pb2.ScaleResponse.FromString,
+                _registered_method=True)
+
+
+class ScaleTargetServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def Scale(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ScaleTargetServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Scale': grpc.unary_unary_rpc_method_handler(
+                    servicer.Scale,
+                    request_deserializer=proto_dot_kdp__pb2.ScaleRequest.FromString,
+                    response_serializer=proto_dot_kdp__pb2.ScaleResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'kdp.v1.ScaleTarget', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('kdp.v1.ScaleTarget', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class ScaleTarget:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Scale(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kdp.v1.ScaleTarget/Scale',
+            proto_dot_kdp__pb2.ScaleRequest.SerializeToString,
+            proto_dot_kdp__pb2.ScaleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
