@@ -90,6 +90,10 @@ class LoggingSettings:
     initial_fields: tuple[tuple[str, Any], ...] = field(default=())
 
 
+class _Obj(list):  # type: ignore[type-arg]
+    """A decoded JSON object, kept as its (key, value) pairs (an array stays a list)."""
+
+
 def _pairs_find(pairs: list[tuple[str, Any]], name: str) -> Any:
     """Go's struct-field matching on a decoded object: case-insensitive, last one wins."""
     found: Any = None
@@ -112,10 +116,10 @@ def parse_logging_config(config_json: str, level: str = "") -> LoggingSettings:
     s: dict[str, Any] = {}
     if config_json.strip():
         try:
-            doc = json.loads(config_json, object_pairs_hook=list)
+            doc = json.loads(config_json, object_pairs_hook=_Obj)
         except ValueError as exc:
             raise ConfigError(f"{CONFIG_KEY} is not valid JSON: {exc}") from None
-        if not isinstance(doc, list):
+        if not isinstance(doc, _Obj):
             raise ConfigError(f"{CONFIG_KEY} must be a JSON object, got {json.dumps(doc)[:60]}")
         s = _settings_from(doc)
     if level != "":
@@ -139,11 +143,11 @@ def _settings_from(doc: list[tuple[str, Any]]) -> dict[str, Any]:
         paths = _want(v, list, "outputPaths", "a list of paths")
         s["output_paths"] = tuple(_want(p, str, "outputPaths", "a list of paths") for p in paths)
     if (v := get(doc, "initialFields")) is not None:
-        s["initial_fields"] = tuple(_want(v, list, "initialFields", "an object"))
+        s["initial_fields"] = tuple(_want(v, _Obj, "initialFields", "an object"))
     enc = get(doc, "encoderConfig")
     if enc is None:
         return s
-    enc = _want(enc, list, "encoderConfig", "an object")
+    enc = _want(enc, _Obj, "encoderConfig", "an object")
     for name, attr in (("messageKey", "message_key"), ("levelKey", "level_key"),
                        ("timeKey", "time_key"), ("nameKey", "name_key"),
                        ("callerKey", "caller_key"), ("functionKey", "function_key"),
@@ -176,13 +180,13 @@ def _zap_index(levelno: int) -> int:
 
 
 def _format_time(t: float, encoder: str) -> Any:
+    whole = int(t)
     if encoder == "epoch":
         return t
     if encoder == "millis":
-        return t * 1000.0
+        return whole * 1000 + (t - whole) * 1000.0
     if encoder == "nanos":
-        return int(t * 1e9)
-    whole = int(t)
+        return whole * 1_000_000_000 + round((t - whole) * 1e9)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
     micros = min(int(round((t - whole) * 1e6)), 999999)
     if encoder == "rfc3339":
@@ -255,15 +259,17 @@ class ZapJSONFormatter(logging.Formatter):
 _INSTALLED = "_kdp_zap_handler"
 
 
-def _open_sink(path: str) -> TextIO | None:
+def _sink_handler(path: str) -> logging.StreamHandler | None:  # type: ignore[type-arg]
+    """A handler for one of zap's output paths: ``stdout``, ``stderr`` or a file to append to.
+    A file that cannot be opened is reported and skipped (zap's fallback is stderr too)."""
     if path == "stdout":
-        return sys.stdout
+        return logging.StreamHandler(sys.stdout)
     if path == "stderr":
-        return sys.stderr
+        return logging.StreamHandler(sys.stderr)
     if path.startswith("file://"):
         path = path[len("file://"):]
     try:
-        return open(path, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the process
+        return logging.FileHandler(path, mode="a", encoding="utf-8")
     except OSError as exc:
         logging.getLogger(__name__).warning("cannot open log output %r (%s); using stderr", path, exc)
         return None
@@ -287,21 +293,20 @@ def configure_logging(logging_config_json: str, level: str, component: str = "qu
     extra.update(fields or {})
     formatter = ZapJSONFormatter(settings, component, extra)
     if stream is not None:
-        sinks: list[TextIO] = [stream]
+        handlers: list[logging.StreamHandler] = [logging.StreamHandler(stream)]  # type: ignore[type-arg]
     else:
-        sinks = [s for s in (_open_sink(p) for p in settings.output_paths) if s is not None]
-        sinks = sinks or [sys.stderr]
+        handlers = [h for h in (_sink_handler(p) for p in settings.output_paths) if h is not None]
+        handlers = handlers or [logging.StreamHandler(sys.stderr)]
     root = logging.getLogger()
     for h in list(root.handlers):
         if getattr(h, _INSTALLED, False):
             root.removeHandler(h)
-    handlers: list[logging.Handler] = []
-    for sink in sinks:
-        handler = logging.StreamHandler(sink)
+            if isinstance(h, logging.FileHandler):
+                h.close()
+    for handler in handlers:
         handler.terminator = settings.line_ending
         handler.setFormatter(formatter)
         setattr(handler, _INSTALLED, True)
         root.addHandler(handler)
-        handlers.append(handler)
     root.setLevel(settings.level)
-    return handlers
+    return list(handlers)
