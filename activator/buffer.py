@@ -77,6 +77,11 @@ class Lease:
     def info(self) -> RevisionInfo:
         return self.pod.owner.info
 
+    @property
+    def server_timing(self) -> str:
+        """A ``Server-Timing`` entry for the time this request waited in the activator."""
+        return f"activator-wait;dur={self.waited * 1000:.3f}"
+
     def response_started(self) -> None:
         """Note the moment the response headers arrived (paces fresh pods)."""
         if self.started_at is None:
@@ -214,7 +219,9 @@ class RequestBuffer:
 
     def set_pods(self, key: RevisionKey, dests: Iterable[str]) -> None:
         self.throttler.set_pods(key, dests, self.clock.time())
-        self._schedule_tick()
+        rt = self.throttler.get(key)
+        if rt is not None:
+            self._schedule_tick(rt.next_deadline())
 
     def set_activators(self, key: RevisionKey, activator_ips: Iterable[str]) -> None:
         self.throttler.set_activators(key, activator_ips)
@@ -227,8 +234,7 @@ class RequestBuffer:
             self._tick_handle.cancel()
             self._tick_handle = self._tick_at = None
 
-    def _schedule_tick(self) -> None:
-        when = self.throttler.next_deadline()
+    def _schedule_tick(self, when: float | None) -> None:
         if when is None or (self._tick_at is not None and self._tick_at <= when):
             return
         if self._tick_handle is not None:
@@ -240,4 +246,4 @@ class RequestBuffer:
         self._tick_handle = self._tick_at = None
         # A loop timer may fire up to its clock resolution early: act as of the time asked for.
         self.throttler.tick(max(self.clock.time(), when))
-        self._schedule_tick()
+        self._schedule_tick(self.throttler.next_deadline())

@@ -177,7 +177,8 @@ class WebsocketStatSink(StatSink):
     async def _session(self) -> None:
         async with aiohttp.ClientSession() as session:
             async with asyncio.timeout(self.handshake_timeout):
-                ws = await session.ws_connect(self.url, heartbeat=self.heartbeat, autoclose=True)
+                ws = await session.ws_connect(self.url, heartbeat=self.heartbeat, autoclose=True,
+                                              timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=1.0))
             reader = asyncio.ensure_future(_read_until_closed(ws))
             try:
                 self._set_connected(True)

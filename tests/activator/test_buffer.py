@@ -61,7 +61,7 @@ async def test_a_request_waits_for_the_first_pod_and_reports_how_long() -> None:
     assert not task.done() and rig.sample("kn_revision_request_queued") == 1
     rig.buffer.set_pods(KEY, ["10.0.0.1:8012"])
     lease = await task
-    assert lease.waited == pytest.approx(1.5)
+    assert lease.waited == pytest.approx(1.5) and lease.server_timing == "activator-wait;dur=1500.000"
     assert rig.sample("kn_revision_request_queued") == 0
     assert rig.sample("kdp_activator_wait_seconds_bucket", le="2.5") == 1
     assert rig.sample("kdp_activator_wait_seconds_bucket", le="1.0") == 0
@@ -223,3 +223,18 @@ async def test_ten_thousand_waiting_requests_are_all_served_and_the_next_is_refu
     assert rig.buffer.waiting == 0
     a, b = (p.in_flight for p in rig.throttler.get(KEY).pods)
     assert a + b == 10_000 and abs(a - b) <= 1  # two pods: every choice compares both
+
+
+async def test_pacing_timers_cover_every_revision_with_fresh_pods() -> None:
+    rig = Rig(cc=0, target=1, pacing=PacingParams(warmup=5.0))
+    other = RevisionKey("ns", "other")
+    rig.buffer.upsert_revision(RevisionInfo("ns", "other", container_concurrency=0, target=1))
+    rig.buffer.set_pods(KEY, ["a:1"])
+    await rig.clock.advance(2.0)
+    rig.buffer.set_pods(other, ["b:1"])
+    assert rig.clock.pending == [105.0]  # the earliest first
+    await rig.clock.advance(3.0)
+    assert rig.clock.pending == [107.0]  # then the next revision's
+    await rig.clock.advance(2.0)
+    assert rig.clock.pending == []
+    assert not any(p.paced for k in (KEY, other) for p in rig.throttler.get(k).pods)
