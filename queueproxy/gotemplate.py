@@ -168,8 +168,14 @@ def format_value(v: Any, pointer: bool = False) -> str:
     if fields is not None:
         body = "{" + " ".join(format_value(getattr(v, f), True) for f in fields) + "}"
         return "&" + body if pointer else body
-    if isinstance(v, (int, float, str)):  # subclasses
-        return format_value(t.__mro__[1](v))
+    if isinstance(v, str):  # subclasses of the basic types
+        return str.__str__(v)
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return int.__repr__(v)
+    if isinstance(v, float):
+        return format_float(float(v))
     raise ExecError(f"can't print value of type {type(v).__name__}")
 
 
@@ -212,19 +218,20 @@ _JS_ASCII = {"\\": "\\\\", "'": "\\'", '"': '\\"', "<": "\\u003C", ">": "\\u003E
 _JS_ASCII.update({chr(i): "\\u00%02X" % i for i in range(0x20)})
 
 
+def _js_char(m: re.Match[str]) -> str:
+    c = m.group()
+    if c < "\x80":
+        return _JS_ASCII[c]
+    if _is_raw_byte(c) or _is_print(c):
+        return c
+    return "\\u%04X" % ord(c)
+
+
 def js_escape(s: str) -> str:
     """Go's ``template.JSEscapeString``, byte for byte (note ``'`` becomes ``\\'``)."""
     if _JS_SPECIAL.search(s) is None:
         return s
-    out = []
-    for c in s:
-        if c < "\x80":
-            out.append(_JS_ASCII.get(c, c))
-        elif _is_raw_byte(c) or _is_print(c):
-            out.append(c)
-        else:
-            out.append("\\u%04X" % ord(c))
-    return "".join(out)
+    return _JS_SPECIAL.sub(_js_char, s)
 
 
 _HTML = str.maketrans({"\0": "\ufffd", '"': "&#34;", "'": "&#39;", "&": "&amp;",
@@ -416,8 +423,8 @@ def sprintf(fmt: str, *args: Any) -> str:
 _SPACE = " \t\r\n"
 _KEYWORDS = {"if", "else", "end", "range", "with", "break", "continue", "define", "template",
              "block", "nil"}
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
-_FIELD = re.compile(r"\.[A-Za-z_0-9]+")
+_IDENT = re.compile(r"[^\W\d]\w*")  # Go: a letter or _, then letters, digits, _
+_FIELD = re.compile(r"\.\w+")
 _NUMBER = re.compile(r"[+-]?(?:0[xX][0-9a-fA-F_]*\.?[0-9a-fA-F_]*(?:[pP][+-]?[0-9_]+)?"
                      r"|0[oO][0-7_]*|0[bB][01_]*"
                      r"|[0-9_]*\.?[0-9_]*(?:[eE][+-]?[0-9_]+)?)i?")
