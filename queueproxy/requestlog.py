@@ -440,13 +440,14 @@ class RequestLogger:
             return None
 
     def render(self, request: RequestView, response_code: int, response_size: int,
-               latency_seconds: float, trace_id: str | None = None) -> bytes:
+               latency_seconds: float, trace_id: str | None = None, *,
+               revision: RevisionInfo | None = None) -> bytes:
         """The bytes one request's log line consists of (with its newline)."""
         req = _GoRequest(request)
         if trace_id is None:
             trace_id = extract_trace_id(request.headers)
-        data = _Input(req, _Response(response_code, response_size, latency_seconds),
-                      self._revision_view, trace_id)
+        rev = self._revision_view if revision is None else _Revision(revision)
+        data = _Input(req, _Response(response_code, response_size, latency_seconds), rev, trace_id)
         try:
             text = self.template(data)
         except ExecError:
@@ -456,12 +457,15 @@ class RequestLogger:
         return text.encode("utf-8", "surrogateescape")
 
     def log(self, request: RequestView, response_code: int, response_size: int,
-            latency_seconds: float, trace_id: str | None = None, *, probe: bool | None = None) -> None:
+            latency_seconds: float, trace_id: str | None = None, *, probe: bool | None = None,
+            revision: RevisionInfo | None = None) -> None:
         """Write the line for one finished request. ``trace_id`` None: taken from the
-        headers; ``probe`` None: detected from the headers."""
+        headers; ``probe`` None: detected from the headers; ``revision`` overrides the
+        logger's own (the activator serves many revisions)."""
         if not self.log_probes and (is_probe(request.headers) if probe is None else probe):
             return
-        data = self.render(request, response_code, response_size, latency_seconds, trace_id)
+        data = self.render(request, response_code, response_size, latency_seconds, trace_id,
+                           revision=revision)
         stream = self._stream
         try:
             while data:

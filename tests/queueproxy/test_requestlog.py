@@ -98,6 +98,13 @@ def test_structs_print_like_go() -> None:
         b"{200 3 0.5} {hello-00001 default hello hello hello-00001-deployment-abc 10.0.0.7}\n")
 
 
+def test_a_per_request_revision_overrides_the_loggers_own() -> None:
+    rl, out = logger_for("{{.Revision.Name}} {{.Revision.PodIP}}")
+    rl.log(sample_request(), 200, 0, 0.0, revision=RevisionInfo(name="other-00002", pod_ip="10.9.9.9"))
+    rl.log(sample_request(), 200, 0, 0.0)
+    assert out.getvalue() == b"other-00002 10.9.9.9\nhello-00001 10.0.0.7\n"
+
+
 def test_header_map_is_what_go_hands_a_handler() -> None:
     rl, _ = logger_for("{{.Request.Header}}")
     view = sample_request(headers=[(b"host", b"h"), (b"x-multi", b"a"), (b"X-MULTI", b" b "),
