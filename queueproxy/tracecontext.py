@@ -63,11 +63,12 @@ def extract_trace_id(headers: Iterable[tuple[bytes, bytes]]) -> str:
             traceparent, seen_tp = v, True
         elif n == 12 and not seen_b3 and k.lower() == b"x-b3-traceid":
             b3, seen_b3 = v, True
+    traceparent = traceparent.strip(b" \t")  # Go's header reader trims values
     if traceparent:
         parts = traceparent.split(b"-", 2)
         if len(parts) >= 2:
             return _text(parts[1])
-    return _text(b3)
+    return _text(b3.strip(b" \t"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,8 @@ VALID = f"00-{TRACE_ID}-00f067aa0ba902b7-01".encode()
     pytest.param([(b"X-B3-TraceId", b"80f198ee56343ba864fe8b2a57d3eff7")],
                  "80f198ee56343ba864fe8b2a57d3eff7", id="b3 fallback"),
     pytest.param([(b"x-b3-traceid", b"abc")], "abc", id="b3 any case"),
+    pytest.param([(b"x-b3-traceid", b" abc\t")], "abc", id="values are trimmed like Go's"),
+    pytest.param([(b"traceparent", b" \t")], "", id="blank traceparent"),
     pytest.param([(b"traceparent", b"garbage"), (b"X-B3-TraceId", b"b3")], "b3",
                  id="no dash falls back to b3"),
     pytest.param([(b"traceparent", b""), (b"X-B3-TraceId", b"b3")], "b3", id="empty falls back"),
