@@ -134,6 +134,7 @@ class Exchange:
         "upstream", "_pool", "_head", "_body", "_body_size", "_body_done",
         "_deadline_total", "_deadline_start", "_idle", "_last_write", "_resp_chunked",
         "_resp_close", "_resp_started", "_retried", "tunnel_data", "context",
+        "on_response", "on_connect_error", "response_headers", "timeout_body",
     )
 
     def __init__(self, conn: ServerConnection) -> None:
@@ -168,6 +169,15 @@ class Exchange:
         self._retried = False
         self.tunnel_data = b""
         self.context: Any = None
+        # Hooks for apps that need more than the queue-proxy does (the activator):
+        self.on_response: Callable[[Exchange], None] | None = None
+        """Called when the upstream's final response head arrives."""
+        self.on_connect_error: Callable[[Exchange, BaseException], bool] | None = None
+        """Called when dialing the upstream failed (nothing was sent); True = handled
+        (the app called ``redirect``), False = answer 502."""
+        self.response_headers: list[bytes] | None = None
+        """Extra response header lines (``b"Name: value\\r\\n"``) added to the final head."""
+        self.timeout_body = b"request timeout"
 
     # ---- what apps read -------------------------------------------------------------
 
@@ -225,7 +235,7 @@ class Exchange:
         if up is not None:
             up.abandon()
         if not self._resp_started and self.state != 2:
-            self.respond(504, b"request timeout", close=not self._body_done)
+            self.respond(504, self.timeout_body, close=not self._body_done)
         else:
             self.conn.abort_exchange(self, 504)
 
@@ -288,9 +298,22 @@ class Exchange:
                 up.release_to_pool()
             return
         if up is None:
+            assert error is not None
+            hook = self.on_connect_error
+            if hook is not None and hook(self, error):
+                return
             self.fail(502, str(error) or error.__class__.__name__)
             return
         self._bind(up)
+
+    def redirect(self, pool: UpstreamPool) -> None:
+        """Forward to another upstream after a failed dial (nothing was sent yet)."""
+        self._pool = pool
+        up = None if self.upgrade else pool.take_idle()
+        if up is not None:
+            self._bind(up)
+        else:
+            pool.connect(self._connected)
 
     def _bind(self, up: UpstreamConnection) -> None:
         self.upstream = up
@@ -358,12 +381,21 @@ class Exchange:
             return
         if status < 200:
             if status == 101:
+                # An upgraded connection lives as long as both ends want it: the total and
+                # response-start timeouts end here; the idle timeout watches the tunnel.
                 self.status = status
                 self._resp_started = True
+                self._deadline_total = 0.0
+                if self.on_response is not None:
+                    self.on_response(self)
             self._write(b"".join([status_line(status, reason), *lines, b"\r\n"]))
             return
         self.status = status
         self._resp_started = True
+        if self.on_response is not None:
+            self.on_response(self)
+        if self.response_headers:
+            lines = lines + self.response_headers
         close = not self.keep_alive or not self._body_done or self.upgrade
         extra = b"\r\n"
         if not has_length and self.method != b"HEAD" and status != 204 and status != 304:
@@ -473,6 +505,7 @@ class ServerConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.tunnel_up is not None:
             self.tunnel_up.write(data)
+            self.tunnel_activity()
             return
         if batching.begin():
             try:
@@ -648,6 +681,11 @@ class ServerConnection(asyncio.Protocol):
         ex = self.current
         if ex is not None:
             ex.check_deadline(self.loop.time())
+
+    def tunnel_activity(self) -> None:
+        ex = self.current
+        if ex is not None and ex._idle:
+            ex._last_write = self.loop.time()
 
     def start_tunnel(self, up: UpstreamConnection) -> None:
         """After a 101: bytes flow raw both ways until either side closes."""

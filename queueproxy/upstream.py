@@ -142,6 +142,7 @@ class UpstreamConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.tunnel is not None:
             self.tunnel.write(data)
+            self.tunnel.tunnel_activity()
             return
         if batching.begin():
             try:
