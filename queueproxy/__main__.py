@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import logging
 import os
 import sys
 
 from queueproxy.config import Config, ConfigError
+from queueproxy.logging_setup import configure_logging
 from queueproxy.readiness import ProbeConfigError
 
 
@@ -17,7 +17,12 @@ def main() -> int:
     except ConfigError as e:
         print(f"queue-proxy: configuration error: {e}", file=sys.stderr)
         return 1
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        configure_logging(config.logging_config, config.logging_level, "queueproxy",
+                          f"{config.namespace}/{config.revision}", pod=config.pod_name)
+    except ConfigError as e:
+        print(f"queue-proxy: configuration error: {e}", file=sys.stderr)
+        return 1
     try:
         import uvloop
         run = uvloop.run
@@ -25,7 +30,7 @@ def main() -> int:
         run = asyncio.run
     try:
         return run(_serve(config))
-    except ProbeConfigError as e:
+    except (ProbeConfigError, ConfigError) as e:
         print(f"queue-proxy: configuration error: {e}", file=sys.stderr)
         return 1
 

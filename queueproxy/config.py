@@ -107,7 +107,6 @@ class Config:
     user_host: str = "127.0.0.1"
     admin_port: int = 8022
     stat_port: int = 9090
-    metrics_port: int = 9091
     cert_dir: str = "/var/lib/knative/certs"
     drain_quiet_period: float = 30.0
     """Upstream's drainSleepDuration: the drain waits this long with no request."""
@@ -198,7 +197,6 @@ class Config:
             user_host=opt("KDP_USER_HOST", "127.0.0.1") or "127.0.0.1",
             admin_port=port("KDP_ADMIN_PORT", opt("KDP_ADMIN_PORT", "8022")),
             stat_port=port("KDP_STAT_PORT", opt("KDP_STAT_PORT", "9090")),
-            metrics_port=port("METRICS_PROMETHEUS_PORT", opt("METRICS_PROMETHEUS_PORT", "9091")),
             cert_dir=opt("KDP_CERT_DIR", "/var/lib/knative/certs"),
             drain_quiet_period=dur("KDP_DRAIN_QUIET_PERIOD", 30.0),
             autoscaler_address=opt("KDP_AUTOSCALER_ADDRESS"),

@@ -31,6 +31,7 @@ from queueproxy.http1 import (
     Exchange,
 )
 from queueproxy.metrics import InvocationHistogram
+from queueproxy.requestlog import RequestLogger, RequestView
 from queueproxy.stats import RequestStats
 from queueproxy.upstream import UpstreamPool
 
@@ -68,7 +69,8 @@ class QueueHandler:
     def __init__(self, *, loop: asyncio.AbstractEventLoop, pool: UpstreamPool, stats: RequestStats,
                  drainer: Drainer, readiness: Callable[[], Awaitable[bool]],
                  container_concurrency: int, timeout: float, response_start_timeout: float = 0.0,
-                 idle_timeout: float = 0.0, histogram: InvocationHistogram | None = None) -> None:
+                 idle_timeout: float = 0.0, histogram: InvocationHistogram | None = None,
+                 request_logger: RequestLogger | None = None) -> None:
         self.loop = loop
         self.pool = pool
         self.stats = stats
@@ -79,6 +81,7 @@ class QueueHandler:
         self.timeouts = (timeout, response_start_timeout, idle_timeout)
         self.histogram = histogram or InvocationHistogram()
         self.rejected = {"queue_full": 0}
+        self.request_logger = request_logger
         self._probe_tasks: set[asyncio.Task[None]] = set()
 
     # ---- the hot path ---------------------------------------------------------------
@@ -87,10 +90,12 @@ class QueueHandler:
         sp = ex.special
         ua = sp[H_UA]
         if ua is not None and ua.startswith(HEALTH_UA_PREFIXES):
+            self._log_probe(ex)
             self._health_check(ex)
             return
         probe = sp[H_PROBE]
         if probe == b"probe":
+            self._log_probe(ex)
             self._network_probe(ex)
             return
         now = ex.started_at
@@ -143,8 +148,21 @@ class QueueHandler:
         self.stats.request_out(now, proxied)
         if metered:
             self.histogram.observe(ex.status, now - ex.started_at)
+        if self.request_logger is not None:
+            self._log(ex, now)
+
+    def _log(self, ex: Exchange, now: float) -> None:
+        assert self.request_logger is not None
+        view = RequestView(ex.method, ex.target, ex.version.decode(), [(n, v) for n, _, v in ex.headers],
+                           ex.conn.client_ip.decode(), ex.content_length if ex.content_length is not None else -1)
+        self.request_logger.log(view, ex.status, ex.bytes_out, now - ex.started_at)
 
     # ---- probes ---------------------------------------------------------------------
+
+    def _log_probe(self, ex: Exchange) -> None:
+        rl = self.request_logger
+        if rl is not None and rl.log_probes:
+            ex.on_finish = lambda e: self._log(e, self.loop.time())
 
     def _health_check(self, ex: Exchange) -> None:
         if self.drainer.draining:

@@ -23,8 +23,10 @@ from queueproxy.drain import Drainer
 from queueproxy.handler import QueueHandler
 from queueproxy.http1 import HttpServer, Limits
 from queueproxy.metrics import InvocationHistogram, QueueProxyCollector, make_registry
+from queueproxy.observability import ObservabilityConfig
 from queueproxy.readiness import ReadinessProber, build_readiness_prober
 from queueproxy.reporter import StatPusher, StatReporter
+from queueproxy.requestlog import RequestLogger, RevisionInfo
 from queueproxy.stats import RequestStats
 from queueproxy.upstream import UpstreamPool
 
@@ -35,9 +37,14 @@ __all__ = ["QueueProxy"]
 
 class QueueProxy:
     def __init__(self, config: Config, *, loop: asyncio.AbstractEventLoop | None = None,
-                 serve_prometheus: bool = True, request_logger: Any = None,
-                 tunnel_grace: float = 60.0) -> None:
+                 environ: dict[str, str] | None = None, tunnel_grace: float = 60.0) -> None:
         self.config = config
+        # OBSERVABILITY_CONFIG decides request logs and whether :9091 is served (ConfigError if bad).
+        obs = ObservabilityConfig.from_env(config.observability_config)
+        self.prometheus_address = obs.prometheus_address(os.environ if environ is None else environ)
+        request_logger = RequestLogger.from_config(obs, RevisionInfo(
+            config.revision, config.namespace, config.service, config.configuration, config.pod_name,
+            config.pod_ip))
         self.loop = loop or asyncio.get_running_loop()
         self.tunnel_grace = tunnel_grace
         self.terminating = False
@@ -56,9 +63,7 @@ class QueueProxy:
             loop=self.loop, pool=self.pool, stats=self.stats, drainer=self.drainer,
             readiness=self.prober.probe, container_concurrency=cc,
             timeout=config.revision_timeout, response_start_timeout=config.response_start_timeout,
-            idle_timeout=config.idle_timeout, histogram=self.histogram)
-        if request_logger is not None:
-            self.handler.request_logger = request_logger
+            idle_timeout=config.idle_timeout, histogram=self.histogram, request_logger=request_logger)
         self.pusher: StatPusher | None = None
         sinks = ()
         if config.autoscaler_address:
@@ -71,7 +76,7 @@ class QueueProxy:
         self.admin = HttpServer(DrainApp(self.drainer, lambda: self.terminating), loop=self.loop)
         self.stat_server = HttpServer(StatApp(lambda: self.reporter.snapshot), loop=self.loop)
         self.prometheus: HttpServer | None = None
-        if serve_prometheus:
+        if self.prometheus_address is not None:
             collector = QueueProxyCollector(
                 self.histogram, self.handler.queue_depth if cc > 0 else None,
                 lambda: dict(self.handler.rejected, **{"malformed": self.main.rejected}),
@@ -86,8 +91,9 @@ class QueueProxy:
         self.ports["serving"] = await self.main.listen(host, c.serving_port)
         self.ports["admin"] = await self.admin.listen(host, c.admin_port)
         self.ports["stat"] = await self.stat_server.listen(host, c.stat_port)
-        if self.prometheus is not None:
-            self.ports["metrics"] = await self.prometheus.listen(host, c.metrics_port)
+        if self.prometheus is not None and self.prometheus_address is not None:
+            phost, pport = self.prometheus_address
+            self.ports["metrics"] = await self.prometheus.listen(phost or host, pport)
         tls = self._tls_context()
         if tls is not None:
             self.ports["tls"] = await self.main.listen(host, c.tls_port, ssl=tls)
