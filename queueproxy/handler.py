@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable
 from queueproxy.breaker import Breaker, QueueFullError
 from queueproxy.drain import Drainer
 from queueproxy.http1 import (
-    H_FORWARDED, H_HASH, H_KUBELET, H_ORIG_HOST, H_PROBE, H_PROXY, H_UA, H_XFF, H_XFH, H_XFP,
+    H_FORWARDED, H_HASH, H_KUBELET, H_ORIG_HOST, H_PROBE, H_PROXY, H_UA, H_XFF, H_XFF_FIRST, H_XFH, H_XFP,
     Exchange,
 )
 from queueproxy.metrics import InvocationHistogram
@@ -111,7 +111,7 @@ class QueueHandler:
         ex.set_timeouts(*self.timeouts)
         add = None
         if sp[H_FORWARDED] is None and (sp[H_XFF] is not None or sp[H_XFP] is not None or sp[H_XFH] is not None):
-            add = [(b"Forwarded", forwarded_header(sp[H_XFF], sp[H_XFP], sp[H_XFH]))]
+            add = [(b"Forwarded", forwarded_header(sp[H_XFF_FIRST] or sp[H_XFF], sp[H_XFP], sp[H_XFH]))]
         ex.prepare(drop=REVISION_HEADERS, host=sp[H_ORIG_HOST], add=add)
         # context: (proxied, metered, breaker hold: None = no breaker, True = a slot, or a Ticket)
         breaker = self.breaker

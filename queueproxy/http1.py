@@ -40,6 +40,9 @@ H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
 # Request headers the apps need to look at, collected while parsing (index into Exchange.special).
+# When a name repeats, the first line wins, as Go's ``Header.Get``; only the list-valued
+# Connection and X-Forwarded-For join every line (the first X-Forwarded-For line is then kept
+# apart in H_XFF_FIRST, for the Forwarded shim, which reads only that one upstream).
 SPECIAL = {
     b"host": 0, b"user-agent": 1, b"k-network-probe": 2, b"k-network-hash": 3,
     b"k-kubelet-probe": 4, b"k-proxy-request": 5, b"k-original-host": 6,
@@ -47,9 +50,10 @@ SPECIAL = {
     b"x-forwarded-host": 11, b"knative-serving-namespace": 12, b"knative-serving-revision": 13,
     b"traceparent": 14, b"x-b3-traceid": 15, b"upgrade": 16, b"expect": 17,
 }
-N_SPECIAL = 18
+N_SPECIAL = 19
 H_HOST, H_UA, H_PROBE, H_HASH, H_KUBELET, H_PROXY, H_ORIG_HOST, H_CONNECTION = range(8)
 H_XFF, H_FORWARDED, H_XFP, H_XFH, H_NS, H_REV, H_TRACEPARENT, H_B3, H_UPGRADE, H_EXPECT = range(8, 18)
+H_XFF_FIRST = 18  # set only when X-Forwarded-For came on more than one line
 
 STATUS_REASONS = {
     100: b"Continue", 101: b"Switching Protocols", 200: b"OK", 201: b"Created", 202: b"Accepted",
@@ -318,6 +322,8 @@ class Exchange:
     def _bind(self, up: UpstreamConnection) -> None:
         self.upstream = up
         up.start(self)
+        if self.special[H_EXPECT] is not None and not self._body_done:
+            self._continue()
         body = self._body
         if body:
             self._body = None
@@ -333,6 +339,14 @@ class Exchange:
         if self.upgrade and self.tunnel_data:
             up.write(self.tunnel_data)
             self.tunnel_data = b""
+
+    def _continue(self) -> None:
+        """The client waits for ``100 Continue`` before sending its body: send it now that the
+        request goes upstream, as Go's server does when the proxy first reads the body (the
+        app's own 100, if any, is dropped in ``response_head``)."""
+        expect = self.special[H_EXPECT]
+        if self.version == b"1.1" and expect is not None and expect.lower() == b"100-continue":
+            self.conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def fail(self, status: int, message: str) -> None:
         """The upstream failed: an error status if nothing was sent yet, else cut."""
@@ -380,6 +394,8 @@ class Exchange:
         if self.state != 1:
             return
         if status < 200:
+            if status == 100:  # the client had its 100 Continue from us (see _continue)
+                return
             if status == 101:
                 # An upgraded connection lives as long as both ends want it: the total and
                 # response-start timeouts end here; the idle timeout watches the tunnel.
@@ -577,7 +593,12 @@ class ServerConnection(asyncio.Protocol):
         if i is not None:
             sp = ex.special
             prior = sp[i]
-            sp[i] = value if prior is None else prior + b", " + value
+            if prior is None:
+                sp[i] = value
+            elif i == H_XFF or i == H_CONNECTION:
+                if i == H_XFF and sp[H_XFF_FIRST] is None:
+                    sp[H_XFF_FIRST] = prior
+                sp[i] = prior + b", " + value
 
     def on_headers_complete(self) -> None:
         ex = self.parsing
