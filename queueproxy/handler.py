@@ -193,7 +193,7 @@ class QueueHandler:
             ex.respond(503, b"shutting down\n")
             return
         h = ex.special[H_HASH]
-        if h is None:
+        if not h:  # missing or empty, as upstream
             ex.respond(400, b"no K-Network-Hash provided\n")
             return
         ex.respond(200, b"", headers=(b"K-Network-Hash: " + h,))
