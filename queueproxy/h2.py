@@ -306,7 +306,8 @@ class H2Stream:
 
     def on_data(self, data: bytes) -> None:
         if self.state >= 2:
-            self.conn.ack(self.sid, len(data))
+            if self._req_acks:
+                self.conn.ack(self.sid, len(data))
             return
         self._req_buf.append(data)
         if self.up is not None:
@@ -549,6 +550,7 @@ class H2ServerConnection(asyncio.Protocol):
         self.goaway_last: int | None = None  # set once we sent GOAWAY: streams above it are refused
         self._peer_goaway = False
         self._highest = 0
+        self._upgrade_body = 0  # bytes of an upgraded request's HTTP/1 body still to come
         self._filter = GoawayFilter(PREFACE_LEN)
         self._dirty = False
         self._timer: asyncio.TimerHandle | None = None
@@ -586,17 +588,18 @@ class H2ServerConnection(asyncio.Protocol):
     def upgraded_from_h1(self, ex: Any, rest: bytes) -> None:
         """``Upgrade: h2c`` on HTTP/1.1: answer 101, start HTTP/2 with the client's
         HTTP2-Settings, and serve the original request as stream 1."""
+        need = ex.content_length or 0
+        if ex.chunked or need > self.settings.stream_window:
+            self._refuse_upgrade(413, b"an h2c upgrade request body must have a Content-Length of at most "
+                                      b"%d bytes; send larger bodies over HTTP/2" % self.settings.stream_window)
+            return
         settings = ex.header(b"http2-settings")
         try:
             if settings is None:
                 raise ValueError("no HTTP2-Settings header")
             self.h2.initiate_upgrade_connection(settings + b"=" * (-len(settings) % 4))
         except (ValueError, binascii.Error, h2.exceptions.H2Error) as e:
-            body = b"bad h2c upgrade: " + str(e).encode(errors="replace") + b"\n"
-            assert self.transport is not None
-            self.transport.write(b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                                 b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
-            self._close()
+            self._refuse_upgrade(400, b"bad h2c upgrade: " + str(e).encode(errors="replace"))
             return
         assert self.transport is not None
         self.transport.write(_SWITCHING)
@@ -608,11 +611,14 @@ class H2ServerConnection(asyncio.Protocol):
         s.target = ex.target
         s._set_request([(lname, v) for _, lname, v in ex.headers if lname not in _UPGRADE_HEADERS]
                        + [(b":authority", ex.special[H_HOST] or b"")])
-        body = getattr(ex, "_body", None)
-        if body:
-            s._req_buf.extend(c for c in body if c)
-        s._req_done = True
+        # The HTTP/1 parser stops at the end of the head: the body leads ``rest``.
         s._req_acks = False
+        if need:
+            body, rest = rest[:need], rest[need:]
+            if body:
+                s._req_buf.append(body)
+            self._upgrade_body = need - len(body)
+        s._req_done = not self._upgrade_body
         s.started_at = ex.started_at or self.loop.time()
         self._highest = 1
         self.streams[1] = s
@@ -623,6 +629,26 @@ class H2ServerConnection(asyncio.Protocol):
         self._run_app(s)
         if rest:
             self.data_received(rest)
+
+    def _refuse_upgrade(self, status: int, message: bytes) -> None:
+        assert self.transport is not None
+        body = message + b"\n"
+        self.transport.write(b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                             b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (
+                                 status, b"Bad Request" if status == 400 else b"Content Too Large", len(body), body))
+        self.closing = True
+        self.transport.close()
+
+    def _upgrade_body_received(self, data: bytes) -> bytes:
+        """More of the upgraded request's body (still HTTP/1 bytes); returns what follows it."""
+        n = min(self._upgrade_body, len(data))
+        self._upgrade_body -= n
+        s = self.streams.get(1)
+        if s is not None:
+            s.on_data(data[:n])
+            if not self._upgrade_body:
+                s.on_end()
+        return data[n:]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
@@ -645,6 +671,10 @@ class H2ServerConnection(asyncio.Protocol):
             self._received(data)
 
     def _received(self, data: bytes) -> None:
+        if self._upgrade_body:
+            data = self._upgrade_body_received(data)
+            if not data:
+                return
         if not self.started:
             self._start()
         data, goaways = self._filter.feed(data)
@@ -789,7 +819,10 @@ class H2ServerConnection(asyncio.Protocol):
 
     def _on_timer(self) -> None:
         self._timer = None
-        now = self.loop.time()
+        self.check_deadlines(self.loop.time())
+
+    def check_deadlines(self, now: float) -> None:
+        """Time out every stream whose revision deadline is at or before ``now``."""
         for s in list(self.streams.values()):
             s.check_deadline(now)
 
