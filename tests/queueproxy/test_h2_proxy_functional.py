@@ -4,8 +4,9 @@ GOAWAY, Upgrade: h2c, probes, revision timeouts (driven with an explicit ``now``
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
@@ -459,3 +460,30 @@ async def test_upgrade_h2c_with_a_body_beyond_the_stream_window_is_refused_with_
     data = await asyncio.wait_for(reader.read(), 10)
     writer.close()
     assert data.startswith(b"HTTP/1.1 413 ")
+
+
+# ---- the same scenarios on uvloop, which production runs ---------------------------------------
+
+_FIXTURES = {"backend", "proxy", "client"}
+_UVLOOP_CASES = sorted(
+    name for name, fn in dict(globals()).items()
+    if name.startswith("test_") and inspect.iscoroutinefunction(fn)
+    and set(inspect.signature(fn).parameters) <= _FIXTURES and set(inspect.signature(fn).parameters)
+)
+
+
+async def _with_fixtures(fn: Callable[..., Awaitable[None]]) -> None:
+    wanted = set(inspect.signature(fn).parameters)
+    async with running_h2_backend() as b, running_proxy(b.port, timeout=1000.0) as p:
+        c = await H2Client.connect(p.port) if "client" in wanted else None
+        try:
+            await fn(**{k: v for k, v in {"backend": b, "proxy": p, "client": c}.items() if k in wanted})
+        finally:
+            if c is not None:
+                await c.close()
+
+
+@pytest.mark.parametrize("name", _UVLOOP_CASES)
+def test_the_scenario_also_holds_on_uvloop(name: str) -> None:
+    import uvloop
+    uvloop.run(asyncio.wait_for(_with_fixtures(globals()[name]), 60))
