@@ -178,11 +178,15 @@ def send_window_limited(conn: h2.connection.H2Connection, sid: int, buf: deque[b
     while buf and window > 0:
         chunk = buf[0]
         room = window if window < frame else frame
-        if len(chunk) > room:
-            piece, buf[0] = chunk[:room], chunk[room:]
+        piece = chunk[:room] if len(chunk) > room else chunk
+        try:
+            conn.send_data(sid, piece)
+        except h2.exceptions.ProtocolError:  # closed or half-closed here (only the first can fail)
+            return sent or -1
+        if piece is chunk:
+            buf.popleft()
         else:
-            piece = buf.popleft()
-        conn.send_data(sid, piece)
+            buf[0] = chunk[room:]
         window -= len(piece)
         sent += len(piece)
     return sent
