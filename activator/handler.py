@@ -48,7 +48,7 @@ NO_WAIT = [b"Server-Timing: activator-wait;dur=0\r\n"]
 class _Request:
     """Per-request state kept on ``Exchange.context``."""
 
-    __slots__ = ("key", "handle", "lease", "waiter", "enqueued_at", "host")
+    __slots__ = ("key", "handle", "lease", "waiter", "enqueued_at", "host", "h1")
 
     def __init__(self, key: RevisionKey, handle: object, host: bytes) -> None:
         self.key = key
@@ -57,6 +57,7 @@ class _Request:
         self.lease: Lease | None = None
         self.waiter: Waiter | None = None
         self.enqueued_at = 0.0
+        self.h1 = True
 
 
 class ActivatorHandler:
@@ -111,10 +112,13 @@ class ActivatorHandler:
         req = _Request(key, self.reporter.request_in(key), sp[H_ORIG_HOST] or host)
         ex.context = req
         ex.on_finish = self._finished
-        ex.timeout_body = TIMEOUT_BODY
+        if type(ex) is Exchange:
+            ex.timeout_body = TIMEOUT_BODY
+            ex.on_connect_error = self._connect_error
+            ex.on_response = self._response_started
+        else:  # an HTTP/2 stream: the engine has no such hooks there (yet)
+            req.h1 = False
         ex.set_timeouts(info.timeout, info.response_start_timeout, info.idle_timeout)
-        ex.on_connect_error = self._connect_error
-        ex.on_response = self._response_started
         self._acquire(ex, req)
 
     def _acquire(self, ex: Exchange, req: _Request) -> None:
@@ -141,7 +145,9 @@ class ActivatorHandler:
             lease.release(ok=True)
             return
         req.lease = lease
-        if waited:
+        if not req.h1:
+            pass
+        elif waited:
             ex.response_headers = [b"Server-Timing: activator-wait;dur=%.3f\r\n" % (waited * 1000)]
         else:
             ex.response_headers = NO_WAIT
@@ -182,6 +188,12 @@ class ActivatorHandler:
             return False
         req.lease = None
         lease.refused()
+        if ex._retried:
+            # This dial is the engine's second try after a reused connection died: the request
+            # went out on that connection and may have reached the app. The pod leaves the
+            # rotation, but the request is not sent anywhere else: 502.
+            logger.info("pod %s of %s went away with a request in flight (%s)", lease.dest, req.key, error)
+            return False
         logger.info("pod %s of %s refused the connection (%s); retrying on another pod", lease.dest, req.key, error)
         try:
             pod = self.throttler.try_acquire(req.key)

@@ -45,6 +45,7 @@ from tests.queueproxy.harness import (
     Reply,
     Response,
     base_env,
+    build_request,
     eventually,
     fetch,
     free_port,
@@ -52,7 +53,7 @@ from tests.queueproxy.harness import (
 
 __all__ = [
     "IO_TIMEOUT", "ActivatorProcess", "BackendRequest", "Client", "FakePod", "FakeRuntime", "FakeStatIngest",
-    "Pod", "Reply", "Response", "activator_env", "eventually", "fetch", "free_port", "kubelet_probe",
+    "Pod", "Reply", "Response", "activator_env", "build_request", "eventually", "fetch", "free_port", "kubelet_probe",
     "poke_batches", "revision_stats", "spawn_logged",
 ]
 
@@ -357,6 +358,8 @@ class Pod:
 
     rev: str = "rev"
     cc: int = 0
+    run_app: bool = True
+    """False: the user container is already listening on ``user_port`` (e.g. in the test)."""
     app_env: dict[str, str] = field(default_factory=dict)
     qp_env: dict[str, str] = field(default_factory=dict)
     user_port: int = 0
@@ -388,9 +391,10 @@ class Pod:
         self.user_port = self.user_port or free_port()
         self.serving_port = self.serving_port or free_port()
         self.spawned_at = time.monotonic()
-        self.app, self.app_log = await spawn_logged(
-            [sys.executable, str(REPO / "examples" / "hello" / "app.py")],
-            {"PORT": str(self.user_port), **self.app_env}, "hello-")
+        if self.run_app:
+            self.app, self.app_log = await spawn_logged(
+                [sys.executable, str(REPO / "examples" / "hello" / "app.py")],
+                {"PORT": str(self.user_port), **self.app_env}, "hello-")
         env = self._qp_env()
         self.qp = _QueueProxy(env=env, serving_port=self.serving_port, admin_port=int(env["KDP_ADMIN_PORT"]),
                               stat_port=int(env["KDP_STAT_PORT"]), metrics_port=int(env["METRICS_PROMETHEUS_PORT"]))
