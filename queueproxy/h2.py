@@ -339,7 +339,8 @@ class H2Stream:
             return
         buf = self._req_buf
         if buf:
-            sent = send_window_limited(up.h2, self.up_sid, buf)
+            end = self._req_done and self._req_trailers is None
+            sent = send_window_limited(up.h2, self.up_sid, buf, end)
             if sent < 0:  # the upstream closed its side: drop the rest
                 self._up_req_ended = True
                 self._drop_request_body()
@@ -348,7 +349,9 @@ class H2Stream:
                 self._sent_up = True
                 if self._req_acks:
                     self.conn.ack(self.sid, sent)
-        if self._req_done and not buf:
+                if end and not buf:
+                    self._up_req_ended = True
+        if self._req_done and not buf and not self._up_req_ended:
             self._up_req_ended = True
             try:
                 if self._req_trailers:
@@ -741,12 +744,17 @@ class H2ServerConnection(asyncio.Protocol):
         unused = ev.flow_controlled_length - (len(data) if s is not None else 0)
         if unused:  # padding, or data for a stream we are done with
             self.h2.acknowledge_received_data(unused, sid)
-        if s is not None and data:
-            s.on_data(data)
+        if s is not None:
+            if ev.stream_ended is not None:
+                s._req_done = True  # so the body's last DATA frame upstream ends the stream too
+            if data:
+                s.on_data(data)
+            elif ev.stream_ended is not None:
+                s.on_end()
 
     def _on_end(self, ev: h2.events.StreamEnded) -> None:
         s = self.streams.get(ev.stream_id)
-        if s is not None and not s._req_done:
+        if s is not None and not s._up_req_ended:
             s.on_end()
 
     def _on_trailers(self, ev: h2.events.TrailersReceived) -> None:
