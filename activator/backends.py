@@ -50,6 +50,7 @@ __all__ = [
     "decision_from_proto",
     "endpoints_from_proto",
     "load_static",
+    "routes_from_proto",
 ]
 
 logger = logging.getLogger(__name__)
@@ -230,8 +231,12 @@ def endpoints_from_proto(m: kdp_pb2.RevisionEndpoints) -> EndpointsUpdate:
         namespace=m.namespace, name=m.revision, container_concurrency=m.container_concurrency,
         timeout=m.timeout_seconds or 300.0, response_start_timeout=m.response_start_timeout_seconds,
         idle_timeout=m.idle_timeout_seconds, protocol=m.protocol or PROTOCOLS[0], target=m.target,
-        failure=m.failure)
+        failure=m.failure, service=m.service, configuration=m.configuration)
     return EndpointsUpdate(info, frozenset(m.ready), frozenset(m.not_ready), deleted=m.deleted)
+
+
+def routes_from_proto(m: kdp_pb2.RouteTable) -> Routes:
+    return {(r.namespace, r.service): [(t.revision, t.percent) for t in r.traffic] for r in m.routes}
 
 
 def decision_from_proto(m: kdp_pb2.Decision) -> DecisionUpdate:
@@ -260,6 +265,8 @@ class FeedSource:
         if self.decisions:
             watches.append(self._watch("decisions", lambda ch: kdp_pb2_grpc.DecisionFeedStub(ch).Watch(request),
                                        lambda m: sink.on_decision(decision_from_proto(m))))
+        watches.append(self._watch("routes", lambda ch: kdp_pb2_grpc.RouteFeedStub(ch).Watch(request),
+                                   lambda m: sink.on_routes(routes_from_proto(m))))
         await asyncio.gather(*watches)
 
     async def _watch(self, name: str, open_stream: Callable[[grpc.aio.Channel], Any],

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from proto import stat_pb2 as proto_dot_stat__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0fproto/kdp.proto\x12\x06kdp.v1\x1a\x10proto/stat.proto\"U\n\tStatBatch\x12\x0e\n\x06sender\x18\x01 \x01(\t\x12*\n\x08messages\x18\x02 \x03(\x0b\x32\x18.metrics.WireStatMessage\x12\x0c\n\x04poke\x18\x03 \x01(\x08\"1\n\x0bPushSummary\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x04\x12\x10\n\x08rejected\x18\x02 \x01(\x04\"\xae\x02\n\x08\x44\x65\x63ision\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\t\x12\x14\n\x0c\x64\x65sired_pods\x18\x03 \x01(\x05\x12\x1d\n\x15\x65xcess_burst_capacity\x18\x04 \x01(\x05\x12\x1a\n\x04mode\x18\x05 \x01(\x0e\x32\x0c.kdp.v1.Mode\x12\x16\n\x0enum_activators\x18\x06 \x01(\x05\x12\x10\n\x08in_panic\x18\x07 \x01(\x08\x12\x12\n\nready_pods\x18\x08 \x01(\x05\x12\x1a\n\x12stable_concurrency\x18\t \x01(\x01\x12\x19\n\x11panic_concurrency\x18\n \x01(\x01\x12\x12\n\nstable_rps\x18\x0b \x01(\x01\x12\x0f\n\x07\x66\x61ilure\x18\x0c \x01(\t\x12\x12\n\nunix_nanos\x18\r \x01(\x03\"\"\n\x0cWatchRequest\x12\x12\n\nsubscriber\x18\x01 \x01(\t\"\x9c\x02\n\x11RevisionEndpoints\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\t\x12\r\n\x05ready\x18\x03 \x03(\t\x12\x11\n\tnot_ready\x18\x04 \x03(\t\x12\x1d\n\x15\x63ontainer_concurrency\x18\x05 \x01(\x05\x12\x17\n\x0ftimeout_seconds\x18\x06 \x01(\x01\x12&\n\x1eresponse_start_timeout_seconds\x18\x07 \x01(\x01\x12\x1c\n\x14idle_timeout_seconds\x18\x08 \x01(\x01\x12\x10\n\x08protocol\x18\t \x01(\t\x12\x0e\n\x06target\x18\n \x01(\x01\x12\x0f\n\x07\x66\x61ilure\x18\x0b \x01(\t\x12\x0f\n\x07\x64\x65leted\x18\x0c \x01(\x08\"\xf7\x01\n\x0cRevisionSpec\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\t\x12\x0f\n\x07service\x18\x03 \x01(\t\x12:\n\x0b\x61nnotations\x18\x04 \x03(\x0b\x32%.kdp.v1.RevisionSpec.AnnotationsEntry\x12\x1d\n\x15\x63ontainer_concurrency\x18\x05 \x01(\x05\x12\x11\n\treachable\x18\x06 \x01(\x08\x12\x0f\n\x07\x64\x65leted\x18\x07 \x01(\x08\x1a\x32\n\x10\x41nnotationsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x89\x01\n\tPodCounts\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\t\x12\r\n\x05ready\x18\x03 \x01(\x05\x12\x11\n\tnot_ready\x18\x04 \x01(\x05\x12\x0f\n\x07pending\x18\x05 \x01(\x05\x12\x13\n\x0bterminating\x18\x06 \x01(\x05\x12\x0f\n\x07\x66\x61ilure\x18\x07 \x01(\t\" \n\x03\x41\x63k\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\r\n\x05\x65rror\x18\x02 \x01(\t\"5\n\x0e\x45xplainRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\t\"\x1b\n\x0b\x45xplanation\x12\x0c\n\x04json\x18\x01 \x01(\t\"E\n\x0cScaleRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\t\x12\x10\n\x08replicas\x18\x03 \x01(\x05\"<\n\rScaleResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x10\n\x08replicas\x18\x03 \x01(\x05*<\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\x0e\n\nMODE_SERVE\x10\x01\x12\x0e\n\nMODE_PROXY\x10\x02\x32>\n\nStatIngest\x12\x30\n\x04Push\x12\x11.kdp.v1.StatBatch\x1a\x13.kdp.v1.PushSummary(\x01\x32\x41\n\x0c\x44\x65\x63isionFeed\x12\x31\n\x05Watch\x12\x14.kdp.v1.WatchRequest\x1a\x10.kdp.v1.Decision0\x01\x32K\n\rEndpointsFeed\x12:\n\x05Watch\x12\x14.kdp.v1.WatchRequest\x1a\x19.kdp.v1.RevisionEndpoints0\x01\x32\xac\x01\n\x11\x41utoscalerControl\x12\x31\n\x0cSyncRevision\x12\x14.kdp.v1.RevisionSpec\x1a\x0b.kdp.v1.Ack\x12,\n\nReportPods\x12\x11.kdp.v1.PodCounts\x1a\x0b.kdp.v1.Ack\x12\x36\n\x07\x45xplain\x12\x16.kdp.v1.ExplainRequest\x1a\x13.kdp.v1.Explanation2C\n\x0bScaleTarget\x12\x34\n\x05Scale\x12\x14.kdp.v1.ScaleRequest\x1a\x15.kdp.v1.ScaleResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0fproto/kdp.proto\x12\x06kdp.v1\x1a\x10proto/stat.proto\"U\n\tStatBatch\x12\x0e\n\x06sender\x18\x01 \x01(\t\x12*\n\x08messages\x18\x02 \x03(\x0b\x32\x18.metrics.WireStatMessage\x12\x0c\n\x04poke\x18\x03 \x01(\x08\"1\n\x0bPushSummary\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x04\x12\x10\n\x08rejected\x18\x02 \x01(\x04\"\xae\x02\n\x08\x44\x65\x63ision\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\t\x12\x14\n\x0c\x64\x65sired_pods\x18\x03 \x01(\x05\x12\x1d\n\x15\x65xcess_burst_capacity\x18\x04 \x01(\x05\x12\x1a\n\x04mode\x18\x05 \x01(\x0e\x32\x0c.kdp.v1.Mode\x12\x16\n\x0enum_activators\x18\x06 \x01(\x05\x12\x10\n\x08in_panic\x18\x07 \x01(\x08\x12\x12\n\nready_pods\x18\x08 \x01(\x05\x12\x1a\n\x12stable_concurrency\x18\t \x01(\x01\x12\x19\n\x11panic_concurrency\x18\n \x01(\x01\x12\x12\n\nstable_rps\x18\x0b \x01(\x01\x12\x0f\n\x07\x66\x61ilure\x18\x0c \x01(\t\x12\x12\n\nunix_nanos\x18\r \x01(\x03\"\"\n\x0cWatchRequest\x12\x12\n\nsubscriber\x18\x01 \x01(\t\"\xc4\x02\n\x11RevisionEndpoints\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\t\x12\r\n\x05ready\x18\x03 \x03(\t\x12\x11\n\tnot_ready\x18\x04 \x03(\t\x12\x1d\n\x15\x63ontainer_concurrency\x18\x05 \x01(\x05\x12\x17\n\x0ftimeout_seconds\x18\x06 \x01(\x01\x12&\n\x1eresponse_start_timeout_seconds\x18\x07 \x01(\x01\x12\x1c\n\x14idle_timeout_seconds\x18\x08 \x01(\x01\x12\x10\n\x08protocol\x18\t \x01(\t\x12\x0e\n\x06target\x18\n \x01(\x01\x12\x0f\n\x07\x66\x61ilure\x18\x0b \x01(\t\x12\x0f\n\x07\x64\x65leted\x18\x0c \x01(\x08\x12\x0f\n\x07service\x18\r \x01(\t\x12\x15\n\rconfiguration\x18\x0e \x01(\t\"\xf7\x01\n\x0cRevisionSpec\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\t\x12\x0f\n\x07service\x18\x03 \x01(\t\x12:\n\x0b\x61nnotations\x18\x04 \x03(\x0b\x32%.kdp.v1.RevisionSpec.AnnotationsEntry\x12\x1d\n\x15\x63ontainer_concurrency\x18\x05 \x01(\x05\x12\x11\n\treachable\x18\x06 \x01(\x08\x12\x0f\n\x07\x64\x65leted\x18\x07 \x01(\x08\x1a\x32\n\x10\x41nnotationsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x89\x01\n\tPodCounts\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\t\x12\r\n\x05ready\x18\x03 \x01(\x05\x12\x11\n\tnot_ready\x18\x04 \x01(\x05\x12\x0f\n\x07pending\x18\x05 \x01(\x05\x12\x13\n\x0bterminating\x18\x06 \x01(\x05\x12\x0f\n\x07\x66\x61ilure\x18\x07 \x01(\t\" \n\x03\x41\x63k\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\r\n\x05\x65rror\x18\x02 \x01(\t\"5\n\x0e\x45xplainRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\t\"\x1b\n\x0b\x45xplanation\x12\x0c\n\x04json\x18\x01 \x01(\t\"E\n\x0cScaleRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\t\x12\x10\n\x08replicas\x18\x03 \x01(\x05\"<\n\rScaleResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x10\n\x08replicas\x18\x03 \x01(\x05\"2\n\rTrafficTarget\x12\x10\n\x08revision\x18\x01 \x01(\t\x12\x0f\n\x07percent\x18\x02 \x01(\x01\"S\n\x05Route\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\x12&\n\x07traffic\x18\x03 \x03(\x0b\x32\x15.kdp.v1.TrafficTarget\"+\n\nRouteTable\x12\x1d\n\x06routes\x18\x01 \x03(\x0b\x32\r.kdp.v1.Route*<\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\x0e\n\nMODE_SERVE\x10\x01\x12\x0e\n\nMODE_PROXY\x10\x02\x32>\n\nStatIngest\x12\x30\n\x04Push\x12\x11.kdp.v1.StatBatch\x1a\x13.kdp.v1.PushSummary(\x01\x32\x41\n\x0c\x44\x65\x63isionFeed\x12\x31\n\x05Watch\x12\x14.kdp.v1.WatchRequest\x1a\x10.kdp.v1.Decision0\x01\x32K\n\rEndpointsFeed\x12:\n\x05Watch\x12\x14.kdp.v1.WatchRequest\x1a\x19.kdp.v1.RevisionEndpoints0\x01\x32\xac\x01\n\x11\x41utoscalerControl\x12\x31\n\x0cSyncRevision\x12\x14.kdp.v1.RevisionSpec\x1a\x0b.kdp.v1.Ack\x12,\n\nReportPods\x12\x11.kdp.v1.PodCounts\x1a\x0b.kdp.v1.Ack\x12\x36\n\x07\x45xplain\x12\x16.kdp.v1.ExplainRequest\x1a\x13.kdp.v1.Explanation2C\n\x0bScaleTarget\x12\x34\n\x05Scale\x12\x14.kdp.v1.ScaleRequest\x1a\x15.kdp.v1.ScaleResponse2@\n\tRouteFeed\x12\x33\n\x05Watch\x12\x14.kdp.v1.WatchRequest\x1a\x12.kdp.v1.RouteTable0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,8 +34,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_REVISIONSPEC_ANNOTATIONSENTRY']._loaded_options = None
   _globals['_REVISIONSPEC_ANNOTATIONSENTRY']._serialized_options = b'8\001'
-  _globals['_MODE']._serialized_start=1452
-  _globals['_MODE']._serialized_end=1512
+  _globals['_MODE']._serialized_start=1674
+  _globals['_MODE']._serialized_end=1734
   _globals['_STATBATCH']._serialized_start=45
   _globals['_STATBATCH']._serialized_end=130
   _globals['_PUSHSUMMARY']._serialized_start=132
@@ -45,31 +45,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WATCHREQUEST']._serialized_start=488
   _globals['_WATCHREQUEST']._serialized_end=522
   _globals['_REVISIONENDPOINTS']._serialized_start=525
-  _globals['_REVISIONENDPOINTS']._serialized_end=809
-  _globals['_REVISIONSPEC']._serialized_start=812
-  _globals['_REVISIONSPEC']._serialized_end=1059
-  _globals['_REVISIONSPEC_ANNOTATIONSENTRY']._serialized_start=1009
-  _globals['_REVISIONSPEC_ANNOTATIONSENTRY']._serialized_end=1059
-  _globals['_PODCOUNTS']._serialized_start=1062
-  _globals['_PODCOUNTS']._serialized_end=1199
-  _globals['_ACK']._serialized_start=1201
-  _globals['_ACK']._serialized_end=1233
-  _globals['_EXPLAINREQUEST']._serialized_start=1235
-  _globals['_EXPLAINREQUEST']._serialized_end=1288
-  _globals['_EXPLANATION']._serialized_start=1290
-  _globals['_EXPLANATION']._serialized_end=1317
-  _globals['_SCALEREQUEST']._serialized_start=1319
-  _globals['_SCALEREQUEST']._serialized_end=1388
-  _globals['_SCALERESPONSE']._serialized_start=1390
-  _globals['_SCALERESPONSE']._serialized_end=1450
-  _globals['_STATINGEST']._serialized_start=1514
-  _globals['_STATINGEST']._serialized_end=1576
-  _globals['_DECISIONFEED']._serialized_start=1578
-  _globals['_DECISIONFEED']._serialized_end=1643
-  _globals['_ENDPOINTSFEED']._serialized_start=1645
-  _globals['_ENDPOINTSFEED']._serialized_end=1720
-  _globals['_AUTOSCALERCONTROL']._serialized_start=1723
-  _globals['_AUTOSCALERCONTROL']._serialized_end=1895
-  _globals['_SCALETARGET']._serialized_start=1897
-  _globals['_SCALETARGET']._serialized_end=1964
+  _globals['_REVISIONENDPOINTS']._serialized_end=849
+  _globals['_REVISIONSPEC']._serialized_start=852
+  _globals['_REVISIONSPEC']._serialized_end=1099
+  _globals['_REVISIONSPEC_ANNOTATIONSENTRY']._serialized_start=1049
+  _globals['_REVISIONSPEC_ANNOTATIONSENTRY']._serialized_end=1099
+  _globals['_PODCOUNTS']._serialized_start=1102
+  _globals['_PODCOUNTS']._serialized_end=1239
+  _globals['_ACK']._serialized_start=1241
+  _globals['_ACK']._serialized_end=1273
+  _globals['_EXPLAINREQUEST']._serialized_start=1275
+  _globals['_EXPLAINREQUEST']._serialized_end=1328
+  _globals['_EXPLANATION']._serialized_start=1330
+  _globals['_EXPLANATION']._serialized_end=1357
+  _globals['_SCALEREQUEST']._serialized_start=1359
+  _globals['_SCALEREQUEST']._serialized_end=1428
+  _globals['_SCALERESPONSE']._serialized_start=1430
+  _globals['_SCALERESPONSE']._serialized_end=1490
+  _globals['_TRAFFICTARGET']._serialized_start=1492
+  _globals['_TRAFFICTARGET']._serialized_end=1542
+  _globals['_ROUTE']._serialized_start=1544
+  _globals['_ROUTE']._serialized_end=1627
+  _globals['_ROUTETABLE']._serialized_start=1629
+  _globals['_ROUTETABLE']._serialized_end=1672
+  _globals['_STATINGEST']._serialized_start=1736
+  _globals['_STATINGEST']._serialized_end=1798
+  _globals['_DECISIONFEED']._serialized_start=1800
+  _globals['_DECISIONFEED']._serialized_end=1865
+  _globals['_ENDPOINTSFEED']._serialized_start=1867
+  _globals['_ENDPOINTSFEED']._serialized_end=1942
+  _globals['_AUTOSCALERCONTROL']._serialized_start=1945
+  _globals['_AUTOSCALERCONTROL']._serialized_end=2117
+  _globals['_SCALETARGET']._serialized_start=2119
+  _globals['_SCALETARGET']._serialized_end=2186
+  _globals['_ROUTEFEED']._serialized_start=2188
+  _globals['_ROUTEFEED']._serialized_end=2252
 # @@protoc_insertion_point(module_scope)

@@ -72,7 +72,7 @@ class WatchRequest(_message.Message):
     def __init__(self, subscriber: _Optional[str] = ...) -> None: ...
 
 class RevisionEndpoints(_message.Message):
-    __slots__ = ("namespace", "revision", "ready", "not_ready", "container_concurrency", "timeout_seconds", "response_start_timeout_seconds", "idle_timeout_seconds", "protocol", "target", "failure", "deleted")
+    __slots__ = ("namespace", "revision", "ready", "not_ready", "container_concurrency", "timeout_seconds", "response_start_timeout_seconds", "idle_timeout_seconds", "protocol", "target", "failure", "deleted", "service", "configuration")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     READY_FIELD_NUMBER: _ClassVar[int]
@@ -85,6 +85,8 @@ class RevisionEndpoints(_message.Message):
     TARGET_FIELD_NUMBER: _ClassVar[int]
     FAILURE_FIELD_NUMBER: _ClassVar[int]
     DELETED_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    CONFIGURATION_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     revision: str
     ready: _containers.RepeatedScalarFieldContainer[str]
@@ -97,7 +99,9 @@ class RevisionEndpoints(_message.Message):
     target: float
     failure: str
     deleted: bool
-    def __init__(self, namespace: _Optional[str] = ..., revision: _Optional[str] = ..., ready: _Optional[_Iterable[str]] = ..., not_ready: _Optional[_Iterable[str]] = ..., container_concurrency: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., response_start_timeout_seconds: _Optional[float] = ..., idle_timeout_seconds: _Optional[float] = ..., protocol: _Optional[str] = ..., target: _Optional[float] = ..., failure: _Optional[str] = ..., deleted: _Optional[bool] = ...) -> None: ...
+    service: str
+    configuration: str
+    def __init__(self, namespace: _Optional[str] = ..., revision: _Optional[str] = ..., ready: _Optional[_Iterable[str]] = ..., not_ready: _Optional[_Iterable[str]] = ..., container_concurrency: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., response_start_timeout_seconds: _Optional[float] = ..., idle_timeout_seconds: _Optional[float] = ..., protocol: _Optional[str] = ..., target: _Optional[float] = ..., failure: _Optional[str] = ..., deleted: _Optional[bool] = ..., service: _Optional[str] = ..., configuration: _Optional[str] = ...) -> None: ...
 
 class RevisionSpec(_message.Message):
     __slots__ = ("namespace", "revision", "service", "annotations", "container_concurrency", "reachable", "deleted")
@@ -183,3 +187,27 @@ class ScaleResponse(_message.Message):
     error: str
     replicas: int
     def __init__(self, ok: _Optional[bool] = ..., error: _Optional[str] = ..., replicas: _Optional[int] = ...) -> None: ...
+
+class TrafficTarget(_message.Message):
+    __slots__ = ("revision", "percent")
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    PERCENT_FIELD_NUMBER: _ClassVar[int]
+    revision: str
+    percent: float
+    def __init__(self, revision: _Optional[str] = ..., percent: _Optional[float] = ...) -> None: ...
+
+class Route(_message.Message):
+    __slots__ = ("namespace", "service", "traffic")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    TRAFFIC_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    service: str
+    traffic: _containers.RepeatedCompositeFieldContainer[TrafficTarget]
+    def __init__(self, namespace: _Optional[str] = ..., service: _Optional[str] = ..., traffic: _Optional[_Iterable[_Union[TrafficTarget, _Mapping]]] = ...) -> None: ...
+
+class RouteTable(_message.Message):
+    __slots__ = ("routes",)
+    ROUTES_FIELD_NUMBER: _ClassVar[int]
+    routes: _containers.RepeatedCompositeFieldContainer[Route]
+    def __init__(self, routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ...) -> None: ...

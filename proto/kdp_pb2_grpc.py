@@ -472,3 +472,76 @@ class ScaleTarget:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class RouteFeedStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Watch = channel.unary_stream(
+                '/kdp.v1.RouteFeed/Watch',
+                request_serializer=proto_dot_kdp__pb2.WatchRequest.SerializeToString,
+                response_deserializer=proto_dot_kdp__pb2.RouteTable.FromString,
+                _registered_method=True)
+
+
+class RouteFeedServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def Watch(self, request, context):
+        """The current table first, then the whole table again after each change.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_RouteFeedServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Watch': grpc.unary_stream_rpc_method_handler(
+                    servicer.Watch,
+                    request_deserializer=proto_dot_kdp__pb2.WatchRequest.FromString,
+                    response_serializer=proto_dot_kdp__pb2.RouteTable.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'kdp.v1.RouteFeed', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('kdp.v1.RouteFeed', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class RouteFeed:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Watch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/kdp.v1.RouteFeed/Watch',
+            proto_dot_kdp__pb2.WatchRequest.SerializeToString,
+            proto_dot_kdp__pb2.RouteTable.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
