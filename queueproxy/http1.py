@@ -480,6 +480,8 @@ class ServerConnection(asyncio.Protocol):
         self.closing = False
         self.tunnel_up: UpstreamConnection | None = None
         self.first = True
+        self.bad_input: tuple[int, bytes] | None = None
+        """(status, body) owed to a bad request once the ones before it are answered."""
         self.wbuf: list[bytes] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
@@ -543,11 +545,29 @@ class ServerConnection(asyncio.Protocol):
             self._upgrade_tail(data[e.args[0]:])
         except httptools.HttpParserError as e:
             if isinstance(e.__context__, _HeadTooLarge) or isinstance(e, _HeadTooLarge):
-                self._reject(431, b"request header fields too large\n")
-            elif self.parsing is not None and self.parsing.state == 0 or self.current is None:
-                self._reject(400, b"malformed request: " + str(e).encode(errors="replace") + b"\n")
+                self._bad_input(431, b"request header fields too large\n")
+            else:
+                self._bad_input(400, b"malformed request: " + str(e).encode(errors="replace") + b"\n")
+
+    def _bad_input(self, status: int, body: bytes) -> None:
+        """The parser gave up on this connection. Requests before the bad one are answered
+        first, in order; then the bad one gets ``status`` and the connection closes. If the
+        bad part is the body of the request being answered, that request fails instead."""
+        bad, self.parsing = self.parsing, None
+        ex = self.current
+        if bad is not None and bad is ex:
+            if ex.state < 3:
+                ex.fail(status, body.decode(errors="replace").rstrip("\n"))
             else:
                 self._close()
+            return
+        if bad is not None and bad in self.pipeline:
+            self.pipeline.remove(bad)
+        if ex is None and not self.pipeline:
+            self._reject(status, body)
+            return
+        self.bad_input = (status, body)
+        self.pause_reading()
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -769,9 +789,11 @@ class ServerConnection(asyncio.Protocol):
         if self.pipeline:
             ex = self.pipeline.popleft()
             self.current = ex
-            if not self.pipeline:
+            if not self.pipeline and self.bad_input is None:
                 self.resume_reading()
             self._dispatch(ex)
+        elif self.bad_input is not None:
+            self._reject(*self.bad_input)
         elif not self.closing:
             self.resume_reading()
 
@@ -785,9 +807,9 @@ class ServerConnection(asyncio.Protocol):
 
     def _reject(self, status: int, body: bytes) -> None:
         self.server.rejected += 1
-        if self.transport is not None and not self.closing:
-            self.transport.write(b"%sContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
-                                 b"Connection: close\r\n\r\n%s" % (status_line(status), len(body), body))
+        # Through write(): a response still held by write batching must go out first.
+        self.write(b"%sContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
+                   b"Connection: close\r\n\r\n%s" % (status_line(status), len(body), body))
         self._close()
 
     def _close(self) -> None:
