@@ -25,11 +25,15 @@ import html
 import logging
 from collections.abc import Callable
 
+from prometheus_client import Gauge
+
 from activator.buffer import Lease, RequestBuffer
 from activator.metrics import ActivatorMetrics
 from activator.reporter import StatReporter
 from activator.revisions import RevisionKey, RevisionResolver
-from activator.throttler import PodTracker, RevisionNotFound, ThrottlerError, Waiter
+from activator.throttler import (
+    PodTracker, QueueFull, RevisionFailed, RevisionNotFound, ThrottlerError, Waiter, WaitTimeout,
+)
 from queueproxy.http1 import (
     H_HASH, H_HOST, H_KUBELET, H_NS, H_ORIG_HOST, H_PROBE, H_REV, H_UA, Exchange,
 )
@@ -42,13 +46,16 @@ __all__ = ["ActivatorHandler"]
 DROP = frozenset({b"knative-serving-revision", b"knative-serving-namespace", b"k-network-hash",
                   b"k-original-host", b"k-proxy-request"})
 TIMEOUT_BODY = b"activator request timeout"
+REJECT_REASONS: dict[type[ThrottlerError], str] = {
+    QueueFull: "queue_full", RevisionFailed: "revision_failed", WaitTimeout: "timeout", RevisionNotFound: "not_found",
+}
 NO_WAIT = [b"Server-Timing: activator-wait;dur=0\r\n"]
 
 
 class _Request:
     """Per-request state kept on ``Exchange.context``."""
 
-    __slots__ = ("key", "handle", "lease", "waiter", "enqueued_at", "host", "h1")
+    __slots__ = ("key", "handle", "lease", "waiter", "enqueued_at", "host", "h1", "queued")
 
     def __init__(self, key: RevisionKey, handle: object, host: bytes) -> None:
         self.key = key
@@ -58,6 +65,7 @@ class _Request:
         self.waiter: Waiter | None = None
         self.enqueued_at = 0.0
         self.h1 = True
+        self.queued: Gauge | None = None
 
 
 class ActivatorHandler:
@@ -128,14 +136,28 @@ class ActivatorHandler:
                 self._go(ex, req, pod, 0.0)
                 return
             now = self.loop.time()
-            req.enqueued_at = now
-            req.waiter = self.throttler.enqueue(req.key, now, lambda p: self._granted(ex, req, p),
-                                                lambda e: self._rejected(ex, req, e))
+            self._wait(ex, req, now, now)
         except ThrottlerError as e:
             self._rejected(ex, req, e)
 
-    def _granted(self, ex: Exchange, req: _Request, pod: PodTracker) -> None:
+    def _wait(self, ex: Exchange, req: _Request, now: float, since: float) -> None:
+        """Queue for a pod (raises ThrottlerError when the request may not wait)."""
+        req.enqueued_at = since
+        req.waiter = self.throttler.enqueue(req.key, now, lambda p: self._granted(ex, req, p),
+                                            lambda e: self._rejected(ex, req, e))
+        if self.metrics is not None:
+            req.queued = self.metrics.revision(req.key).queued
+            req.queued.inc()
+
+    @staticmethod
+    def _unqueue(req: _Request) -> None:
         req.waiter = None
+        if req.queued is not None:
+            req.queued.dec()
+            req.queued = None
+
+    def _granted(self, ex: Exchange, req: _Request, pod: PodTracker) -> None:
+        self._unqueue(req)
         self._go(ex, req, pod, self.loop.time() - req.enqueued_at)
 
     def _go(self, ex: Exchange, req: _Request, pod: PodTracker, waited: float) -> None:
@@ -168,15 +190,16 @@ class ActivatorHandler:
         return pool
 
     def _rejected(self, ex: Exchange, req: _Request, e: BaseException) -> None:
-        req.waiter = None
+        self._unqueue(req)
+        if isinstance(e, ThrottlerError) and self.metrics is not None:
+            self.metrics.reject(req.key, REJECT_REASONS.get(type(e), "error"))
         if ex.state >= 2:
             return
         if isinstance(e, ThrottlerError):
             headers: tuple[bytes, ...] = ()
             if e.retry_after_header is not None:
                 headers = (b"Retry-After: " + e.retry_after_header.encode(),)
-            status = 404 if isinstance(e, RevisionNotFound) else e.status_hint
-            ex.respond(status, e.reason.encode() + b"\n", headers=headers)
+            ex.respond(e.status_hint, e.reason.encode() + b"\n", headers=headers)
         else:
             ex.respond(500, b"internal error\n")
 
@@ -200,21 +223,11 @@ class ActivatorHandler:
             if pod is not None:
                 self._go(ex, req, pod, lease.waited)
                 return True
-            req.enqueued_at = self.loop.time() - lease.waited
-            req.waiter = self.throttler.enqueue(req.key, self.loop.time(), lambda p: self._granted(ex, req, p),
-                                                lambda e: self._fail_forwarding(ex, e))
-            return True
+            now = self.loop.time()
+            self._wait(ex, req, now, now - lease.waited)
         except ThrottlerError as e:
-            self._fail_forwarding(ex, e)
-            return True
-
-    def _fail_forwarding(self, ex: Exchange, e: BaseException) -> None:
-        req: _Request = ex.context
-        req.waiter = None
-        if isinstance(e, ThrottlerError):
-            ex.fail(e.status_hint, e.reason)
-        else:
-            ex.fail(502, str(e))
+            self._rejected(ex, req, e)  # nothing was sent: a plain answer, as before forwarding
+        return True
 
     @staticmethod
     def _response_started(ex: Exchange) -> None:
@@ -224,9 +237,11 @@ class ActivatorHandler:
 
     def _finished(self, ex: Exchange) -> None:
         req: _Request = ex.context
-        if req.waiter is not None:
+        if req.waiter is not None:  # still waiting: the revision timeout, or the client left
             self.throttler.cancel(req.waiter, self.loop.time())
-            req.waiter = None
+            self._unqueue(req)
+            if ex.status == 504 and self.metrics is not None:
+                self.metrics.reject(req.key, "timeout")
         if req.lease is not None:
             req.lease.release(ok=ex.status < 500)
             req.lease = None

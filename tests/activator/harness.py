@@ -287,12 +287,23 @@ class _DecisionServicer(kdp_pb2_grpc.DecisionFeedServicer):
             yield m
 
 
+class _RouteServicer(kdp_pb2_grpc.RouteFeedServicer):
+    def __init__(self, feed: _Feed) -> None:
+        self.feed = feed
+
+    async def Watch(self, request: kdp_pb2.WatchRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:  # noqa: N802
+        async for m in self.feed.watch():
+            yield m
+
+
 class FakeRuntime:
-    """The local runtime's endpoints feed and the autoscaler's decision feed on one gRPC server."""
+    """The local runtime's endpoints and route feeds and the autoscaler's decision feed, on
+    one gRPC server."""
 
     def __init__(self) -> None:
         self.endpoints = _Feed()
         self.decisions = _Feed()
+        self.routes = _Feed()
         self.port = 0
         self._server: grpc.aio.Server | None = None
 
@@ -304,6 +315,7 @@ class FakeRuntime:
         server = grpc.aio.server()
         kdp_pb2_grpc.add_EndpointsFeedServicer_to_server(_EndpointsServicer(self.endpoints), server)
         kdp_pb2_grpc.add_DecisionFeedServicer_to_server(_DecisionServicer(self.decisions), server)
+        kdp_pb2_grpc.add_RouteFeedServicer_to_server(_RouteServicer(self.routes), server)
         self.port = server.add_insecure_port(f"127.0.0.1:{self.port}")
         await server.start()
         self._server = server
@@ -325,9 +337,17 @@ class FakeRuntime:
                              mode=kdp_pb2.MODE_PROXY)
         self.decisions.put((ns, rev), m)
 
+    def set_routes(self, routes: dict[tuple[str, str], Sequence[tuple[str, float]]]) -> None:
+        """Replace the whole route table: ``{(namespace, service): [(revision, percent), ...]}``."""
+        m = kdp_pb2.RouteTable(routes=[
+            kdp_pb2.Route(namespace=ns, service=svc,
+                          traffic=[kdp_pb2.TrafficTarget(revision=r, percent=p) for r, p in traffic])
+            for (ns, svc), traffic in routes.items()])
+        self.routes.put(("", ""), m)
+
     async def wait_watchers(self, n: int = 1, timeout: float = IO_TIMEOUT) -> None:
-        await eventually(lambda: len(self.endpoints.queues) >= n and len(self.decisions.queues) >= n,
-                         timeout=timeout, what="the activator watching both feeds")
+        await eventually(lambda: all(len(f.queues) >= n for f in (self.endpoints, self.decisions, self.routes)),
+                         timeout=timeout, what="the activator watching every feed")
 
 
 # ---- stats seen by the fake autoscaler ------------------------------------------------------

@@ -138,3 +138,24 @@ async def test_the_local_route_table_splits_traffic_by_percent(ingest: FakeStatI
             assert len(p1.served) == hits["hello-00001"]
             r = await fetch(act.port, "GET", "/", host="hello.other.localhost")
             assert r.status == 404
+
+
+async def test_the_route_table_from_the_runtime_feed_routes_by_host(activator: ActivatorProcess,
+                                                                      runtime: FakeRuntime) -> None:
+    a, b = unique_rev("hello"), unique_rev("hello")
+    async with fake_pods(2) as (pa, pb):
+        runtime.publish(a, ready=[pa.address])
+        runtime.publish(b, ready=[pb.address])
+        runtime.set_routes({(NS, "hello"): [(a, 100)]})
+        await eventually(lambda: _ok(fetch(activator.port, "GET", "/", host=f"hello.{NS}.localhost")),
+                         what="route served")
+        assert pa.served and not pb.served
+        # a new table replaces the old one as a whole
+        runtime.set_routes({(NS, "hi"): [(b, 100)]})
+        await eventually(lambda: _ok(fetch(activator.port, "GET", "/", host=f"hi.{NS}.localhost")),
+                         what="new route served")
+        r = await fetch(activator.port, "GET", "/", host=f"hello.{NS}.localhost")
+        assert r.status == 404
+        runtime.set_routes({})
+        runtime.publish(a, deleted=True)
+        runtime.publish(b, deleted=True)
