@@ -239,7 +239,10 @@ class UpstreamConnection(asyncio.Protocol):
             ex.response_body(chunk)
 
     def on_message_complete(self) -> None:
-        if self.head_done and self.ex is not None:
+        ex = self.ex
+        if self.head_done and ex is not None:
+            if ex.status == 101:  # the parser ends the message at a 101; the tunnel starts next
+                return
             self._complete()
 
     def _complete(self) -> None:

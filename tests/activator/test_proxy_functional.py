@@ -198,9 +198,6 @@ async def test_request_bodies_stream_to_the_pod(activator: ActivatorProcess, run
         runtime.publish(rev, deleted=True)
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug (queueproxy/upstream.py): the response parser reports the 101 "
-                   "head as a complete message, so on_message_complete closes the upstream connection and "
-                   "finishes the exchange before the tunnel starts; the client's next bytes are parsed as HTTP")
 async def test_websockets_are_tunnelled_to_the_pod(activator: ActivatorProcess, runtime: FakeRuntime) -> None:
     rev = unique_rev()
     async with fake_pods(1) as (pod,):
