@@ -60,7 +60,7 @@ class H2Stream:
         "conn", "sid", "method", "target", "version", "headers", "special", "content_length",
         "chunked", "upgrade", "keep_alive", "started_at", "on_finish", "status", "bytes_out",
         "state", "context", "scheme", "authority",
-        "up", "up_sid", "_h2pool", "_out_headers", "_retried", "_sent_up",
+        "up", "up_sid", "_h2pool", "_out_headers", "_retried", "_sent_up", "_acquires",
         "_req_buf", "_req_done", "_req_trailers", "_req_acks", "_up_req_ended", "_up_resp_ended",
         "_resp_buf", "_resp_end", "_resp_trailers", "_resp_started", "_sent_end",
         "_deadline_total", "_deadline_start", "_idle", "_last_write",
@@ -91,6 +91,7 @@ class H2Stream:
         self._h2pool: Any = None
         self._out_headers: list[tuple[bytes, bytes]] | None = None
         self._retried = False
+        self._acquires = 0  # connections asked for (bounded: a peer that drops every one)
         self._sent_up = False  # any request DATA went upstream (then no retry)
         self._req_buf: deque[bytes] = deque()
         self._req_done = False
@@ -267,8 +268,12 @@ class H2Stream:
         end = self._req_done and not self._req_buf and self._req_trailers is None
         assert self._out_headers is not None
         sid = up.open_stream(self, self._out_headers, end)
-        if sid is None:  # that connection filled up or is going away: ask again
-            self._h2pool.acquire(self._bound)
+        if sid is None:  # that connection filled up or is going away: ask again, a few times
+            self._acquires += 1
+            if self._acquires > 3:
+                self.fail(502, f"no usable h2c connection to {self._h2pool.address}")
+            else:
+                self._h2pool.acquire(self._bound)
             return
         self.up = up
         self.up_sid = sid

@@ -57,7 +57,11 @@ class H2Settings:
     stream_window: int = 256 * 1024
     """Per-stream receive window: the most body bytes held for one stream in each direction."""
     connection_window: int = 4 * 1024 * 1024
-    """Per-connection receive window: the most body bytes held for one connection."""
+    """Per client connection receive window: the most request body bytes held for one client."""
+    upstream_connection_window: int = 16 * 1024 * 1024
+    """Per upstream connection receive window. Every client's streams share an upstream
+    connection, so it is larger: a few clients that stop reading (each holding at most
+    ``stream_window``) must not stall the others."""
     max_header_list_size: int = 64 * 1024
     """Largest header block accepted (decoded size)."""
     connect_timeout: float = 10.0
@@ -73,6 +77,7 @@ class H2Settings:
         check("max_concurrent_streams", self.max_concurrent_streams, 1, 2**31 - 1)
         check("stream_window", self.stream_window, 65535, _MAX_WINDOW)
         check("connection_window", self.connection_window, 65535, _MAX_WINDOW)
+        check("upstream_connection_window", self.upstream_connection_window, 65535, _MAX_WINDOW)
         check("max_header_list_size", self.max_header_list_size, 1024, 2**31 - 1)
         check("connect_timeout", self.connect_timeout, 0.001, 3600.0)
         check("upstream_idle_timeout", self.upstream_idle_timeout, 0.001, 86400.0)
@@ -100,7 +105,8 @@ def new_connection(settings: H2Settings, *, client_side: bool) -> h2.connection.
 
 def open_connection_window(conn: h2.connection.H2Connection, settings: H2Settings) -> None:
     """After ``initiate_connection``: grow the connection window from 65535 to ours."""
-    extra = settings.connection_window - 65535
+    size = settings.upstream_connection_window if conn.config.client_side else settings.connection_window
+    extra = size - 65535
     if extra > 0:
         conn.increment_flow_control_window(extra)
 

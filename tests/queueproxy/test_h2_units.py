@@ -113,6 +113,7 @@ def test_window_limited_send_reports_a_closed_stream() -> None:
     ("max_concurrent_streams", 0, "[1, 2147483647]"),
     ("stream_window", 1000, "[65535, 2147483647]"),
     ("connection_window", 2**31, "[65535, 2147483647]"),
+    ("upstream_connection_window", 1, "[65535, 2147483647]"),
     ("max_header_list_size", 10, "[1024, 2147483647]"),
     ("connect_timeout", 0.0, "[0.001, 3600.0]"),
     ("upstream_idle_timeout", -1.0, "[0.001, 86400.0]"),
