@@ -1,0 +1,406 @@
+"""The HTTP/1.1 engine (``queueproxy.http1`` + ``queueproxy.upstream``) with fake transports and a
+fake clock: no sockets, no real time. Bytes go in as a client and an upstream would send them;
+the tests read what the engine wrote to each side."""
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from queueproxy.http1 import H_CONNECTION, H_PROBE, H_UA, H_XFF, H_XFF_FIRST, Exchange, HttpServer, Limits
+from queueproxy.upstream import UpstreamConnection, UpstreamPool
+
+# ---- fakes ------------------------------------------------------------------------------------
+
+
+class FakeTransport:
+    def __init__(self, peer: tuple[str, int] = ("192.0.2.9", 40000)) -> None:
+        self.out = bytearray()
+        self.closed = False
+        self.reading = True
+        self.peer = peer
+        self.protocol: Any = None
+
+    def write(self, data: bytes) -> None:
+        assert not self.closed, "write after close"
+        self.out += data
+
+    def take(self) -> bytes:
+        data = bytes(self.out)
+        self.out.clear()
+        return data
+
+    def close(self) -> None:
+        self.closed = True
+
+    abort = close
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return self.peer if name == "peername" else default
+
+    def set_protocol(self, protocol: Any) -> None:
+        self.protocol = protocol
+
+
+class _Handle:
+    def __init__(self, when: float, cb: Callable[..., object], args: tuple[object, ...]) -> None:
+        self.when, self.cb, self.args, self.cancelled = when, cb, args, False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class FakeLoop:
+    """Just what the engine asks of a loop: a clock and timers, advanced by the test."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self._heap: list[tuple[float, int, _Handle]] = []
+        self._seq = itertools.count()
+
+    def time(self) -> float:
+        return self.now
+
+    def call_at(self, when: float, cb: Callable[..., object], *args: object) -> _Handle:
+        h = _Handle(when, cb, args)
+        heapq.heappush(self._heap, (when, next(self._seq), h))
+        return h
+
+    def call_later(self, delay: float, cb: Callable[..., object], *args: object) -> _Handle:
+        return self.call_at(self.now + delay, cb, *args)
+
+    def call_soon(self, cb: Callable[..., object], *args: object) -> _Handle:
+        return self.call_at(self.now, cb, *args)
+
+    def advance(self, seconds: float) -> None:
+        end = self.now + seconds
+        while self._heap and self._heap[0][0] <= end:
+            when, _, h = heapq.heappop(self._heap)
+            self.now = max(self.now, when)
+            if not h.cancelled:
+                h.cb(*h.args)
+        self.now = end
+
+
+class FakePool(UpstreamPool):
+    """Dials complete when the test says so, with a fake transport per upstream connection."""
+
+    def __init__(self, loop: FakeLoop) -> None:
+        super().__init__("127.0.0.1", 8080, loop=loop)  # type: ignore[arg-type]
+        self.pending: list[Callable[[UpstreamConnection | None, BaseException | None], None]] = []
+        self.made: list[tuple[UpstreamConnection, FakeTransport]] = []
+
+    def connect(self, done: Callable[[UpstreamConnection | None, BaseException | None], None]) -> None:
+        self.pending.append(done)
+
+    def dial(self) -> tuple[UpstreamConnection, FakeTransport]:
+        """Complete the oldest pending dial."""
+        up, t = UpstreamConnection(self), FakeTransport()
+        up.connection_made(t)  # type: ignore[arg-type]
+        self.made.append((up, t))
+        self.pending.pop(0)(up, None)
+        return up, t
+
+    def refuse(self) -> None:
+        self.pending.pop(0)(None, ConnectionRefusedError("dial tcp 127.0.0.1:8080: connection refused"))
+
+
+class Forward:
+    """An app that sends everything upstream (``local`` answers some requests itself)."""
+
+    def __init__(self, pool: FakePool, timeouts: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> None:
+        self.pool = pool
+        self.timeouts = timeouts
+        self.local: Callable[[Exchange], bool] = lambda ex: False
+        self.seen: list[Exchange] = []
+
+    def handle(self, ex: Exchange) -> None:
+        self.seen.append(ex)
+        if self.local(ex):
+            return
+        ex.set_timeouts(*self.timeouts)
+        ex.prepare()
+        ex.forward(self.pool)
+
+
+class Rig:
+    def __init__(self, timeouts: tuple[float, float, float] = (0.0, 0.0, 0.0), limits: Limits = Limits()) -> None:
+        self.loop = FakeLoop()
+        self.pool = FakePool(self.loop)
+        self.app = Forward(self.pool, timeouts)
+        self.server = HttpServer(self.app, loop=self.loop, limits=limits)  # type: ignore[arg-type]
+        self.conn = self.server.protocol()
+        self.client = FakeTransport()
+        self.conn.connection_made(self.client)  # type: ignore[arg-type]
+
+    def send(self, data: bytes) -> None:
+        self.conn.data_received(data)
+
+    def upstream(self) -> tuple[UpstreamConnection, FakeTransport]:
+        if self.pool.pending:
+            return self.pool.dial()
+        return self.pool.made[-1]
+
+
+def req(method: str = "GET", target: str = "/", headers: tuple[str, ...] = (), body: bytes | None = None,
+        version: str = "1.1") -> bytes:
+    lines = [f"{method} {target} HTTP/{version}", "Host: app.example", *headers]
+    if body is not None and not any(h.lower().startswith(("content-length", "transfer-encoding")) for h in headers):
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + (body or b"")
+
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+def head_lines(raw: bytes) -> list[str]:
+    return raw.split(b"\r\n\r\n", 1)[0].decode().split("\r\n")
+
+
+# ---- forwarding ---------------------------------------------------------------------------------
+
+
+def test_a_request_goes_upstream_without_hop_by_hop_headers_and_with_the_client_in_x_forwarded_for() -> None:
+    r = Rig()
+    r.send(req("GET", "/a?b=1", ("Connection: keep-alive, X-Hop", "X-Hop: 1", "Keep-Alive: 5", "TE: trailers",
+                                 "Proxy-Authorization: x", "X-Forwarded-For: 203.0.113.1", "X-Keep: yes")))
+    _, up = r.upstream()
+    lines = head_lines(up.take())
+    assert lines[0] == "GET /a?b=1 HTTP/1.1"
+    names = [line.split(":")[0].lower() for line in lines[1:]]
+    assert not {"connection", "x-hop", "keep-alive", "te", "proxy-authorization"} & set(names)
+    assert "X-Keep: yes" in lines and "Host: app.example" in lines
+    assert "X-Forwarded-For: 203.0.113.1, 192.0.2.9" in lines
+
+
+def test_the_response_streams_back_and_the_upstream_connection_is_reused() -> None:
+    r = Rig()
+    r.send(req())
+    up, ut = r.upstream()
+    ut.take()
+    up.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nConnection: keep-alive\r\n\r\n01234")
+    first = r.client.take()
+    assert first.startswith(b"HTTP/1.1 200 OK\r\n") and first.endswith(b"\r\n\r\n01234")
+    assert b"connection: keep-alive" not in first.lower()
+    up.data_received(b"56789")
+    assert r.client.take() == b"56789"
+    assert r.pool.idle == [up]
+    r.send(req("GET", "/second"))
+    assert not r.pool.pending, "a new dial although an idle connection was free"
+    assert ut.take().startswith(b"GET /second HTTP/1.1")
+
+
+def test_a_response_without_length_is_rechunked_for_an_http11_client() -> None:
+    r = Rig()
+    r.send(req())
+    up, ut = r.upstream()
+    up.data_received(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nabc")
+    up.data_received(b"def")
+    up.connection_lost(None)
+    out = r.client.take()
+    assert b"Transfer-Encoding: chunked" in out
+    assert out.endswith(b"3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n")
+    assert not r.client.closed  # the client's connection stays usable
+
+
+def test_pipelined_requests_are_answered_in_order() -> None:
+    r = Rig()
+    r.send(req("GET", "/1") + req("GET", "/2") + req("GET", "/3"))
+    up, ut = r.upstream()
+    assert ut.take().startswith(b"GET /1 ")  # one at a time on the upstream side
+    for n in (1, 2, 3):
+        up.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n%d" % n)
+        if n < 3:
+            assert ut.take().startswith(b"GET /%d " % (n + 1))
+    out = r.client.take()
+    assert [part[-1:] for part in out.split(b"HTTP/1.1 200 OK")[1:]] == [b"1", b"2", b"3"]
+
+
+def test_a_head_response_leaves_both_connections_in_step() -> None:
+    r = Rig()
+    r.send(req("HEAD", "/h"))
+    up, ut = r.upstream()
+    up.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+    out = r.client.take()
+    assert out.endswith(b"Content-Length: 100\r\n\r\n")
+    r.send(req("GET", "/next"))
+    up.data_received(OK)
+    assert r.client.take().endswith(b"\r\n\r\nok")
+
+
+# ---- Expect: 100-continue -------------------------------------------------------------------
+
+
+def test_a_client_expecting_100_continue_gets_it_once_the_request_goes_upstream() -> None:
+    r = Rig()
+    r.send(req("POST", "/up", ("Expect: 100-continue", "Content-Length: 5")))
+    assert r.client.take() == b""  # not before there is an upstream to take the body
+    up, ut = r.upstream()
+    assert r.client.take() == b"HTTP/1.1 100 Continue\r\n\r\n"
+    assert b"Expect: 100-continue" in ut.take()  # the app still sees what the client asked
+    up.data_received(b"HTTP/1.1 100 Continue\r\n\r\n")  # the app's own is not passed on
+    assert r.client.take() == b""
+    r.send(b"hello")
+    assert ut.take() == b"hello"
+    up.data_received(OK)
+    assert r.client.take().startswith(b"HTTP/1.1 200 OK")
+
+
+def test_a_request_answered_locally_gets_no_100_continue_and_its_connection_closes() -> None:
+    r = Rig()
+    r.app.local = lambda ex: ex.respond(503, b"full\n") or True
+    r.send(req("POST", "/up", ("Expect: 100-continue", "Content-Length: 5")))
+    out = r.client.take()
+    assert out.startswith(b"HTTP/1.1 503 ") and b"100 Continue" not in out
+    assert r.client.closed  # its body never came: the connection cannot be reused
+
+
+@pytest.mark.parametrize("request_bytes", [
+    pytest.param(req("POST", "/", ("Expect: 100-continue", "Content-Length: 5"), version="1.0"), id="http10"),
+    pytest.param(req("POST", "/", ("Expect: 100-continue",), body=b""), id="no-body"),
+    pytest.param(req("POST", "/", ("Expect: something-else", "Content-Length: 5")), id="other-expectation"),
+])
+def test_no_100_continue_where_it_does_not_apply(request_bytes: bytes) -> None:
+    r = Rig()
+    r.send(request_bytes)
+    r.upstream()
+    assert b"100 Continue" not in r.client.take()
+
+
+# ---- bad input ----------------------------------------------------------------------------------
+
+
+def test_a_malformed_request_gets_400_and_the_connection_closes() -> None:
+    r = Rig()
+    r.send(b"NOT A REQUEST\r\n\r\n")
+    out = r.client.take()
+    assert out.startswith(b"HTTP/1.1 400 ") and b"Connection: close" in out
+    assert r.client.closed and r.server.rejected == 1
+
+
+def test_a_bad_request_behind_pipelined_ones_is_refused_after_they_are_answered() -> None:
+    r = Rig()
+    r.send(req("GET", "/1") + req("GET", "/2") + b"\x16\x03\x01garbage\r\n\r\n")
+    up, ut = r.upstream()
+    assert r.client.take() == b""
+    up.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n1")
+    up.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n2")
+    out = r.client.take()
+    assert out.index(b"\r\n\r\n1") < out.index(b"\r\n\r\n2") < out.index(b"HTTP/1.1 400 ")
+    assert r.client.closed
+
+
+def test_a_broken_body_of_the_request_in_flight_fails_it_with_400() -> None:
+    r = Rig()
+    r.send(req("POST", "/c", ("Transfer-Encoding: chunked",)) + b"3\r\nabc\r\n")
+    up, ut = r.upstream()
+    r.send(b"zz\r\n")
+    out = r.client.take()
+    assert out.startswith(b"HTTP/1.1 400 ")
+    assert r.client.closed and ut.closed  # the half-sent request is abandoned upstream
+
+
+def test_a_head_over_the_limit_gets_431() -> None:
+    r = Rig(limits=Limits(max_head_bytes=1024))
+    r.send(req("GET", "/", ("X-Big: " + "v" * 2000,)))
+    assert r.client.take().startswith(b"HTTP/1.1 431 ")
+    assert r.client.closed and not r.pool.pending
+
+
+def test_repeated_request_headers_keep_the_first_line_except_lists() -> None:
+    r = Rig()
+    r.app.local = lambda ex: ex.respond(204) or True
+    r.send(req("GET", "/", ("User-Agent: first", "User-Agent: second", "K-Network-Probe: queue",
+                            "K-Network-Probe: probe", "X-Forwarded-For: 1.1.1.1", "X-Forwarded-For: 2.2.2.2",
+                            "Connection: x-a", "Connection: x-b")))
+    sp = r.app.seen[0].special
+    assert sp[H_UA] == b"first" and sp[H_PROBE] == b"queue"
+    assert sp[H_XFF] == b"1.1.1.1, 2.2.2.2" and sp[H_XFF_FIRST] == b"1.1.1.1"
+    assert sp[H_CONNECTION] == b"x-a, x-b"
+
+
+# ---- timeouts on the fake clock ---------------------------------------------------------------
+
+
+def test_no_response_within_the_total_timeout_gives_504() -> None:
+    r = Rig(timeouts=(2.0, 0.0, 0.0))
+    r.send(req())
+    up, ut = r.upstream()
+    r.loop.advance(1.9)
+    assert r.client.take() == b""
+    r.loop.advance(0.2)
+    out = r.client.take()
+    assert out.startswith(b"HTTP/1.1 504 ") and out.endswith(b"\r\n\r\nrequest timeout")
+    assert ut.closed and not r.client.closed  # the upstream exchange is abandoned; the client may go on
+
+
+def test_a_timeout_after_the_response_started_cuts_the_client_connection() -> None:
+    r = Rig(timeouts=(2.0, 0.0, 0.0))
+    r.send(req())
+    up, _ = r.upstream()
+    up.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n01234")
+    r.loop.advance(2.1)
+    assert r.client.closed
+    assert b"request timeout" not in r.client.take()
+
+
+def test_the_idle_timeout_rearms_on_every_write_and_fires_after_silence() -> None:
+    r = Rig(timeouts=(100.0, 0.0, 1.0))
+    r.send(req())
+    up, _ = r.upstream()
+    up.data_received(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    for _ in range(5):
+        r.loop.advance(0.8)
+        up.data_received(b"1\r\nx\r\n")
+    assert not r.client.closed
+    r.loop.advance(1.1)
+    assert r.client.closed
+
+
+def test_the_response_start_timeout_stops_mattering_once_the_response_starts() -> None:
+    r = Rig(timeouts=(100.0, 1.0, 0.0))
+    r.send(req())
+    up, _ = r.upstream()
+    r.loop.advance(0.5)
+    up.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\no")
+    r.loop.advance(3.0)
+    up.data_received(b"k")
+    assert r.client.take().endswith(b"\r\n\r\nok") and not r.client.closed
+
+
+# ---- upstream failures ----------------------------------------------------------------------
+
+
+def test_a_refused_dial_gives_502_with_the_error() -> None:
+    r = Rig()
+    r.send(req())
+    r.pool.refuse()
+    out = r.client.take()
+    assert out.startswith(b"HTTP/1.1 502 ") and b"connection refused" in out
+
+
+def test_a_pooled_connection_that_died_unseen_is_retried_once_on_a_fresh_one() -> None:
+    r = Rig()
+    r.send(req("GET", "/1"))
+    up, _ = r.upstream()
+    up.data_received(OK)
+    r.client.take()
+    r.send(req("GET", "/2"))  # goes to the pooled connection, which the app had closed
+    up.connection_lost(None)
+    up2, ut2 = r.pool.dial()
+    assert ut2.take().startswith(b"GET /2 ")
+    up2.data_received(OK)
+    assert r.client.take().startswith(b"HTTP/1.1 200 OK")
+
