@@ -289,6 +289,10 @@ class H2Client:
             r.unacked = 0
             self._flush()
 
+    def send_trailers(self, sid: int, trailers: list[tuple[bytes, bytes]]) -> None:
+        self.conn.send_headers(sid, trailers, end_stream=True)
+        self._flush()
+
     def reset(self, sid: int, code: int = 0x8) -> None:
         self.conn.reset_stream(sid, code)
         self._flush()
@@ -329,6 +333,7 @@ class _BackendStream:
         self.got = asyncio.Event()
         self.reset: int | None = None
         self.unacked = 0
+        self.trailers: dict[bytes, bytes] = {}
 
 
 class _BackendConn(asyncio.Protocol):
@@ -386,6 +391,10 @@ class _BackendConn(asyncio.Protocol):
                 if s is not None:
                     s.ended.set()
                     s.got.set()
+            elif isinstance(ev, h2.events.TrailersReceived):
+                s = self.streams.get(ev.stream_id)
+                if s is not None:
+                    s.trailers = dict(ev.headers)
             elif isinstance(ev, h2.events.StreamReset):
                 s = self.streams.get(ev.stream_id)
                 self.backend.resets.append((ev.stream_id, int(ev.error_code)))
@@ -440,7 +449,8 @@ class H2Backend:
         """200 with a JSON body of the request headers and body length."""
         await s.ended.wait()
         body = json.dumps({"headers": [[k.decode(), v.decode()] for k, v in s.headers.items()],
-                           "length": len(s.body)}).encode()
+                           "length": len(s.body),
+                           "trailers": [[k.decode(), v.decode()] for k, v in s.trailers.items()]}).encode()
         s.conn.conn.send_headers(s.sid, [(b":status", b"200"), (b"content-type", b"application/json"),
                                          (b"x-backend", b"h2")])
         await s.conn.send(s, body, end=True)

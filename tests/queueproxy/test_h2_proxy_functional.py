@@ -106,6 +106,31 @@ async def test_response_trailers_pass_through(client: H2Client) -> None:
     assert r.trailers == {b"grpc-status": b"7", b"grpc-message": b"denied"}
 
 
+async def test_request_trailers_reach_the_user_container(client: H2Client) -> None:
+    sid = client.request(b"POST", b"/echo", [(b"te", b"trailers")], end=False)
+    client.send(sid, b"body")
+    client.send_trailers(sid, [(b"x-checksum", b"abc")])
+    r = await client.wait(sid)
+    assert r.status == 200
+    assert json.loads(r.body)["length"] == 4 and json.loads(r.body)["trailers"] == [["x-checksum", "abc"]]
+
+
+async def test_streams_from_several_clients_share_one_upstream_connection(
+        proxy: Proxy, backend: H2Backend) -> None:
+    clients = [await H2Client.connect(proxy.port) for _ in range(3)]
+    try:
+        sids = [c.request(b"GET", b"/hold") for c in clients]
+        for c, sid in zip(clients, sids):
+            await c.wait(sid, lambda r: bytes(r.body) == b"started")
+        assert len(backend.conns) == 1 and len(proxy.h2_connections()) == 3
+        backend.release.set()
+        for c, sid in zip(clients, sids):
+            assert (await c.wait(sid)).status == 200
+    finally:
+        for c in clients:
+            await c.close()
+
+
 async def test_many_streams_on_one_connection_are_answered_independently(client: H2Client) -> None:
     sids = [client.request(b"GET", b"/echo?i=%d" % i) for i in range(20)]
     for i, sid in enumerate(sids):
