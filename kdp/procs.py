@@ -5,8 +5,10 @@ What belongs here is only process mechanics (no pod or revision logic):
 
 * :func:`spawn` starts a child in a new session (so a Ctrl-C at the terminal reaches kdp
   alone, and signals go to the child's whole group), forwards each stdout/stderr line to a
-  callback and keeps the last lines for crash reports; on Linux the child also gets
-  ``PR_SET_PDEATHSIG`` so it dies if kdp is killed outright;
+  callback and keeps the last lines for crash reports. Where util-linux's ``setpriv`` exists,
+  the child is exec'd through ``setpriv --pdeathsig KILL`` so it dies even if kdp itself is
+  killed outright (no ``preexec_fn``: running Python between fork and exec in a process with
+  gRPC threads is not safe);
 * :meth:`Child.stop` sends SIGTERM to the group, waits for the leader up to a grace period,
   then SIGKILLs the group; after the leader exits, stragglers in its group are killed too;
 * :data:`LIVE` holds every group not yet reaped; :func:`kill_all` is the last resort on exit.
@@ -19,9 +21,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import ctypes
+import errno
 import logging
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -38,15 +41,25 @@ LIVE: dict[int, str] = {}
 
 TAIL_LINES = 20
 _MAX_LINE = 64 * 1024
-_PR_SET_PDEATHSIG = 1
 
 
-def _pdeathsig() -> None:  # runs in the child between fork and exec
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except Exception:  # noqa: BLE001 (best effort, never fail the exec)
-        pass
+_SETPRIV = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+
+
+def resolve_command(argv0: str, cwd: str | None, env: Mapping[str, str]) -> str:
+    """The executable ``argv0`` names (relative paths from ``cwd``, bare names on ``PATH``);
+    raises FileNotFoundError or PermissionError as exec would."""
+    if "/" in argv0:
+        path = argv0 if os.path.isabs(argv0) else os.path.join(cwd or os.getcwd(), argv0)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory", argv0)
+        if not os.access(path, os.X_OK):
+            raise PermissionError(errno.EACCES, "Permission denied", argv0)
+        return path
+    found = shutil.which(argv0, path=env.get("PATH", os.defpath))
+    if found is None:
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory (not on PATH)", argv0)
+    return found
 
 
 class Child:
@@ -133,10 +146,14 @@ def _killpg(pgid: int, sig: int) -> None:
 async def spawn(name: str, argv: Sequence[str], *, env: Mapping[str, str], cwd: str | None = None,
                 sink: LineSink | None = None) -> Child:
     """Start ``argv`` in a new process group. Raises OSError when it cannot be started."""
+    if cwd is not None and not os.path.isdir(cwd):
+        raise FileNotFoundError(errno.ENOENT, "No such directory", cwd)
+    command = [resolve_command(argv[0], cwd, env), *argv[1:]]
+    if _SETPRIV is not None:
+        command = [_SETPRIV, "--pdeathsig", "KILL", "--", *command]
     proc = await asyncio.create_subprocess_exec(
-        *argv, env=dict(env), cwd=cwd, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, start_new_session=True, limit=_MAX_LINE,
-        preexec_fn=_pdeathsig if sys.platform.startswith("linux") else None)
+        *command, env=dict(env), cwd=cwd, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, start_new_session=True, limit=_MAX_LINE)
     LIVE[proc.pid] = name
     logger.debug("started %s (pid %d): %s", name, proc.pid, " ".join(argv))
     return Child(name, proc, sink)

@@ -1,4 +1,4 @@
-"""A scripted autoscaler for the runtime's functional tests.
+"""A scripted autoscaler for the runtime's functional tests, and small helpers.
 
 :class:`FakeAutoscaler` serves what the runtime talks to — ``AutoscalerControl`` (recording
 every ``SyncRevision`` and ``ReportPods``), ``DecisionFeed`` (what the test publishes with
@@ -16,7 +16,7 @@ import grpc
 
 from proto import kdp_pb2, kdp_pb2_grpc
 
-__all__ = ["FakeAutoscaler", "eventually"]
+__all__ = ["FakeAutoscaler", "eventually", "pid_alive"]
 
 
 async def eventually(check: Callable[[], Any], *, timeout: float = 15.0, what: str = "condition",
@@ -31,6 +31,14 @@ async def eventually(check: Callable[[], Any], *, timeout: float = 15.0, what: s
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 class _Control(kdp_pb2_grpc.AutoscalerControlServicer):

@@ -20,7 +20,7 @@ from kdp.podspec import SidecarSettings
 from kdp.restarts import BackoffPolicy
 from kdp.runtime import queue_proxy_ready
 from kdp.supervisor import RevisionPods, Supervisor
-from tests.kdp.fakes import eventually
+from tests.kdp.fakes import eventually, pid_alive
 
 pytestmark = pytest.mark.functional
 
@@ -88,14 +88,6 @@ async def sup() -> AsyncIterator[Supervisor]:
 
 def ready_pods(rp: RevisionPods, n: int) -> Any:
     return lambda: rp.counts().ready == n and len(rp.pods) == n
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 async def test_pods_start_ready_and_each_serves_through_its_queue_proxy(sup: Supervisor) -> None:
