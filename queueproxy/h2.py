@@ -60,7 +60,8 @@ class H2Stream:
         "conn", "sid", "method", "target", "version", "headers", "special", "content_length",
         "chunked", "upgrade", "keep_alive", "started_at", "on_finish", "status", "bytes_out",
         "state", "context", "scheme", "authority",
-        "up", "up_sid", "_h2pool", "_out_headers", "_retried", "_sent_up", "_acquires",
+        "on_response", "on_connect_error", "response_headers", "timeout_body",
+        "up", "up_sid", "_h2pool", "_out_headers", "_retried", "_refused_retry", "_sent_up", "_acquires",
         "_req_buf", "_req_done", "_req_trailers", "_req_acks", "_up_req_ended", "_up_resp_ended",
         "_resp_buf", "_resp_end", "_resp_trailers", "_resp_started", "_sent_end",
         "_deadline_total", "_deadline_start", "_idle", "_last_write",
@@ -90,7 +91,18 @@ class H2Stream:
         self.up_sid = 0
         self._h2pool: Any = None
         self._out_headers: list[tuple[bytes, bytes]] | None = None
-        self._retried = False
+        # Hooks for apps that need more than the queue-proxy does (the activator), as on
+        # http1.Exchange:
+        self.on_response: Callable[[H2Stream], None] | None = None
+        """Called when the upstream's final response head arrives."""
+        self.on_connect_error: Callable[[H2Stream, BaseException], bool] | None = None
+        """Called when dialling the upstream failed (nothing was sent); True = handled (the
+        app called ``redirect``), False = answer 502."""
+        self.response_headers: list[bytes] | None = None
+        """Extra response header lines (``b"Name: value\\r\\n"``) added to the final head."""
+        self.timeout_body = b"request timeout"
+        self._retried = False  # as http1's: a retry after which the request may have reached the app (never here)
+        self._refused_retry = False  # retried once after REFUSED_STREAM or GOAWAY (never processed)
         self._acquires = 0  # connections asked for (bounded: a peer that drops every one)
         self._sent_up = False  # any request DATA went upstream (then no retry)
         self._req_buf: deque[bytes] = deque()
@@ -190,7 +202,7 @@ class H2Stream:
         self._release_up(CANCEL)
         if not self._resp_started:
             self._discard_response()
-            self.respond(504, b"request timeout")
+            self.respond(504, self.timeout_body)
         else:
             self.abort(504, CANCEL)
 
@@ -263,6 +275,10 @@ class H2Stream:
         if self.state != 1:  # timed out or reset meanwhile
             return
         if up is None:
+            assert error is not None
+            hook = self.on_connect_error
+            if hook is not None and hook(self, error):
+                return
             self.fail(502, str(error) or error.__class__.__name__)
             return
         end = self._req_done and not self._req_buf and self._req_trailers is None
@@ -281,6 +297,14 @@ class H2Stream:
             self._up_req_ended = True
         else:
             self.pump_request()
+
+    def redirect(self, pool: UpstreamPool) -> None:
+        """Forward to another upstream after a failed dial (nothing was sent yet)."""
+        if self.state != 1:
+            return
+        self._acquires = 0
+        self._h2pool = registry_for(self.conn.server, self.conn.settings).pool(pool.host, pool.port)
+        self._h2pool.acquire(self._bound)
 
     def fail(self, status: int, message: str) -> None:
         """The upstream failed: an error status if nothing was sent yet, else RST_STREAM."""
@@ -396,6 +420,14 @@ class H2Stream:
         if status < 200:
             return  # informational answers stay between us and the user container
         self.status = status
+        if self.on_response is not None:
+            self.on_response(self)
+            if self.state != 1:
+                return
+        if self.response_headers:
+            for line in self.response_headers:
+                name, _, value = line.partition(b":")
+                out.append((name.strip().lower(), value.strip()))
         if self._send_headers(out, end_stream=ended):
             self._resp_started = True
             if ended:
@@ -445,9 +477,9 @@ class H2Stream:
     def _retry(self) -> bool:
         """The user container never processed the stream: open it again elsewhere, once,
         if no request body went up yet (the buffered body is still here)."""
-        if self._retried or self._sent_up or self._resp_started:
+        if self._refused_retry or self._sent_up or self._resp_started:
             return False
-        self._retried = True
+        self._refused_retry = True
         self._up_req_ended = False
         self._h2pool.acquire(self._bound)
         return True
