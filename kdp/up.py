@@ -455,3 +455,15 @@ def add_parsers(sub: Any) -> None:
     a.add_argument("-f", "--file", action="append", required=True, metavar="FILE")
     a.add_argument("--state-dir", default=".kdp", help="the running instance's state dir (default: %(default)s)")
     a.set_defaults(func=main_apply)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m kdp.up {up,status,apply} ...``: the same commands as ``kdp``."""
+    parser = argparse.ArgumentParser(prog="python -m kdp.up")
+    add_parsers(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
