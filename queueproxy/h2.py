@@ -39,7 +39,7 @@ from queueproxy.h2upstream import (
     CANCEL, INTERNAL_ERROR, NO_ERROR, REFUSED_STREAM, GoawayFilter, H2Settings, H2UpstreamConnection,
     goaway_frame, new_connection, open_connection_window, registry_for, send_window_limited,
 )
-from queueproxy.http1 import H_HOST, H_XFF, N_SPECIAL, SPECIAL, HttpServer, Limits
+from queueproxy.http1 import H_EXPECT, H_HOST, H_XFF, N_SPECIAL, SPECIAL, HttpServer, Limits
 from queueproxy.upstream import HOP_BY_HOP, UpstreamPool
 
 logger = logging.getLogger(__name__)
@@ -295,8 +295,13 @@ class H2Stream:
         self.up_sid = sid
         if end:
             self._up_req_ended = True
-        else:
-            self.pump_request()
+            return
+        expect = self.special[H_EXPECT]
+        if expect is not None and not self._req_done and not self._req_buf and expect.lower() == b"100-continue":
+            # the client waits for 100 before its body: send it now that the request goes
+            # upstream, as the HTTP/1 side does (the app's own 1xx are dropped in up_response)
+            self._send_headers([(b":status", b"100")], end_stream=False)
+        self.pump_request()
 
     def redirect(self, pool: UpstreamPool) -> None:
         """Forward to another upstream after a failed dial (nothing was sent yet)."""

@@ -106,6 +106,7 @@ class Response:
     got_headers: asyncio.Event = field(default_factory=asyncio.Event)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     unacked: int = 0
+    informational: list[int] = field(default_factory=list)
 
     @property
     def done(self) -> bool:
@@ -228,6 +229,8 @@ class H2Client:
                     self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
                 elif r is not None:
                     r.unacked += ev.flow_controlled_length
+            elif isinstance(ev, h2.events.InformationalResponseReceived) and r is not None:
+                r.informational += [int(v) for n, v in ev.headers if n == b":status"]
             elif isinstance(ev, h2.events.TrailersReceived) and r is not None:
                 r.trailers.update(ev.headers)
             elif isinstance(ev, h2.events.StreamEnded) and r is not None:

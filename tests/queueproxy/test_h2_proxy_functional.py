@@ -115,6 +115,15 @@ async def test_request_trailers_reach_the_user_container(client: H2Client) -> No
     assert json.loads(r.body)["length"] == 4 and json.loads(r.body)["trailers"] == [["x-checksum", "abc"]]
 
 
+async def test_a_client_expecting_100_continue_gets_it_when_the_request_goes_upstream(
+        client: H2Client) -> None:
+    sid = client.request(b"POST", b"/echo", [(b"expect", b"100-continue")], end=False)
+    r = await client.wait(sid, lambda r: r.informational == [100])
+    client.send(sid, b"the body", end=True)
+    r = await client.wait(sid)
+    assert r.status == 200 and json.loads(r.body)["length"] == len(b"the body")
+
+
 async def test_streams_from_several_clients_share_one_upstream_connection(
         proxy: Proxy, backend: H2Backend) -> None:
     clients = [await H2Client.connect(proxy.port) for _ in range(3)]
