@@ -525,6 +525,13 @@ class H2Backend:
         await self.release.wait()
         await self.h_echo(s)
 
+    async def h_drop_after(self, s: _BackendStream) -> None:
+        s.conn.conn.send_headers(s.sid, [(b":status", b"200")])
+        await s.conn.send(s, b"some bytes")
+        await self.release.wait()
+        assert s.conn.transport is not None
+        s.conn.transport.close()
+
     async def h_drop(self, s: _BackendStream) -> None:
         assert s.conn.transport is not None
         s.conn.transport.close()

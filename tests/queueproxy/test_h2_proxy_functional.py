@@ -189,6 +189,17 @@ async def test_the_user_container_dropping_the_connection_gives_502(client: H2Cl
     assert r.status == 502 and b"upstream closed the connection" in r.body
 
 
+async def test_the_user_container_dropping_the_connection_mid_response_resets_the_clients_stream(
+        client: H2Client, backend: H2Backend, proxy: Proxy) -> None:
+    sid = client.request(b"GET", b"/drop-after")
+    await client.wait(sid, lambda r: bytes(r.body) == b"some bytes")
+    backend.release.set()
+    r = await client.wait(sid)
+    assert r.status == 200 and r.reset == INTERNAL_ERROR
+    await until(lambda: proxy.stats.concurrency == 0)
+    assert (await client.get(b"/echo")).status == 200  # a new upstream connection serves the next
+
+
 async def test_a_refused_stream_is_retried_once(client: H2Client, backend: H2Backend) -> None:
     r = await client.get(b"/refuse-once")
     assert r.status == 200
