@@ -3,9 +3,9 @@ and a model of its scaler, and say what would have happened, second by second.
 
 Each second ``i`` of the trace (the instant ``i`` starts it; second ``i`` runs to ``i + 1``):
 
-1. **Stats** about second ``i - 1`` are recorded into the four bucket rings (concurrency and
-   rps, stable and panic windows; linear or weighted-exponential as the revision says) at the
-   instant ``i``, as the autoscaler records them: the pods' stat (what queue-proxies report,
+1. **Stats** about second ``i - 1`` are recorded into the stable and panic bucket rings of the
+   scaling metric (concurrency or rps; linear or weighted-exponential as the revision says)
+   at the instant ``i``, as the autoscaler records them: the pods' stat (what queue-proxies report,
    minus what came through the activator), recorded only if some pod was ready, and the
    activator's stat (its in-flight and arrivals, the first report after its immediate message
    lowered by 1) while it tracks the revision. A non-zero activator stat while the decider's
@@ -211,9 +211,9 @@ class _Run:
         s = scenario.scaling
         self.spec = s.decider_spec()
         ring = WeightedBuckets if s.aggregation_algorithm == WEIGHTED_EXPONENTIAL else TimedBuckets
-        self.conc = (ring(s.stable_window), ring(s.panic_window))
-        self.rps = (ring(s.stable_window), ring(s.panic_window))
-        self.observed = self.rps if s.scaling_metric == RPS else self.conc
+        # Only the scaling metric's rings: the other metric's never reach the decider.
+        self.observed = (ring(s.stable_window), ring(s.panic_window))
+        self.by_rps = s.scaling_metric == RPS
         self.capacity = scenario.pod_capacity()
         self.deploy = Deployment(scenario.pod.startup_delay)
         self.queue: deque[_Chunk] = deque()
@@ -287,10 +287,9 @@ class _Run:
 
     def _record(self, instant: int, concurrency: float, rps: float) -> None:
         t = ns(instant)
-        for ring in self.conc:
-            ring.record(t, concurrency)
-        for ring in self.rps:
-            ring.record(t, rps)
+        value = rps if self.by_rps else concurrency
+        for ring in self.observed:
+            ring.record(t, value)
 
     def _record_second(self, i: int) -> bool:
         """Record the stats of second ``i - 1`` at instant ``i``; True = poke the decider."""
