@@ -263,6 +263,8 @@ class Exchange:
             parts.append(b"Content-Type: %s\r\nContent-Length: %d\r\n" % (content_type, len(body)))
         if close:
             parts.append(b"Connection: close\r\n")
+        elif self.version != b"1.1":
+            parts.append(b"Connection: keep-alive\r\n")
         parts.append(b"\r\n")
         if self.method != b"HEAD":
             parts.append(body)
@@ -422,6 +424,8 @@ class Exchange:
                 close = True
         if close:
             extra = b"Connection: close\r\n" + extra
+        elif self.version != b"1.1":  # an HTTP/1.0 client keeps the connection only if told
+            extra = b"Connection: keep-alive\r\n" + extra
         self._resp_close = close
         self._write(b"".join([status_line(status, reason), *lines, extra]))
 
@@ -544,8 +548,9 @@ class ServerConnection(asyncio.Protocol):
         except httptools.HttpParserUpgrade as e:
             self._upgrade_tail(data[e.args[0]:])
         except httptools.HttpParserError as e:
-            if isinstance(e.__context__, _HeadTooLarge) or isinstance(e, _HeadTooLarge):
-                self._bad_input(431, b"request header fields too large\n")
+            bad = e.__context__
+            if isinstance(bad, _BadHead):
+                self._bad_input(bad.status, bad.body)
             else:
                 self._bad_input(400, b"malformed request: " + str(e).encode(errors="replace") + b"\n")
 
@@ -599,14 +604,14 @@ class ServerConnection(asyncio.Protocol):
         ex.target += url
         self.head_bytes += len(url)
         if self.head_bytes > self.limits.max_head_bytes:
-            raise _HeadTooLarge()
+            raise _BadHead(431, b"request header fields too large\n")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         ex = self.parsing
         assert ex is not None
         self.head_bytes += len(name) + len(value) + 4
         if self.head_bytes > self.limits.max_head_bytes:
-            raise _HeadTooLarge()
+            raise _BadHead(431, b"request header fields too large\n")
         lname = name.lower()
         ex.headers.append((name, lname, value))
         i = SPECIAL.get(lname)
@@ -626,6 +631,8 @@ class ServerConnection(asyncio.Protocol):
         p = self.parser
         ex.method = p.get_method()
         ex.version = p.get_http_version().encode()
+        if ex.special[H_HOST] is None and ex.version == b"1.1":
+            raise _BadHead(400, b"missing required Host header\n")
         ex.keep_alive = p.should_keep_alive()
         ex.upgrade = p.should_upgrade()
         for _, lname, value in ex.headers:
@@ -839,8 +846,13 @@ class ServerConnection(asyncio.Protocol):
         return False
 
 
-class _HeadTooLarge(Exception):
-    pass
+class _BadHead(Exception):
+    """Raised from a parser callback: the request head is refused with ``status``."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        super().__init__(status)
+        self.status = status
+        self.body = body
 
 
 class HttpServer:

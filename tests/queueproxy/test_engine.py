@@ -240,6 +240,36 @@ def test_a_head_response_leaves_both_connections_in_step() -> None:
     assert r.client.take().endswith(b"\r\n\r\nok")
 
 
+def test_an_http10_keep_alive_client_is_told_the_connection_stays_open() -> None:
+    r = Rig()
+    r.send(req("GET", "/", ("Connection: keep-alive",), version="1.0"))
+    up, _ = r.upstream()
+    up.data_received(OK)
+    assert "Connection: keep-alive" in head_lines(r.client.take())
+    r.app.local = lambda ex: ex.respond(204) or True
+    r.send(req("GET", "/", ("Connection: keep-alive",), version="1.0"))
+    assert "Connection: keep-alive" in head_lines(r.client.take())
+    assert not r.client.closed
+
+
+def test_an_http10_request_without_keep_alive_is_closed_after_its_answer() -> None:
+    r = Rig()
+    r.send(req("GET", "/", version="1.0"))
+    up, _ = r.upstream()
+    up.data_received(OK)
+    assert "Connection: close" in head_lines(r.client.take()) and r.client.closed
+
+
+def test_an_http11_request_without_host_gets_400() -> None:
+    r = Rig()
+    r.send(b"GET / HTTP/1.1\r\nUser-Agent: x\r\n\r\n")
+    assert r.client.take().startswith(b"HTTP/1.1 400 ") and r.client.closed
+    assert r.app.seen == []
+    r = Rig()
+    r.send(b"GET / HTTP/1.0\r\n\r\n")  # HTTP/1.0 needs none
+    assert r.app.seen and r.pool.pending
+
+
 # ---- Expect: 100-continue -------------------------------------------------------------------
 
 
