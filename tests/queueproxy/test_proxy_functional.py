@@ -89,6 +89,73 @@ async def test_an_http10_client_gets_a_complete_answer_and_the_connection_closes
     assert body == b"part1-part2"
 
 
+async def test_an_http10_keep_alive_client_keeps_its_connection(app: FakeBackend, qps: QueueProxies) -> None:
+    qp = await qps.get(app.port)
+    app.script = echo_target
+    async with await Client.connect(qp.serving_port) as c:
+        for target in ("/ka1", "/ka2"):
+            await c.send(f"GET {target} HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n".encode())
+            resp = await c.response()
+            assert resp.body == target.encode()
+            assert (resp.header("connection") or "").lower() == "keep-alive"
+            assert resp.header("content-length") == str(len(target))
+
+
+async def test_connection_close_from_the_client_is_honoured(app: FakeBackend, qps: QueueProxies) -> None:
+    qp = await qps.get(app.port)
+    async with await Client.connect(qp.serving_port) as c:
+        resp = await c.request("GET", "/bye", [("Connection", "close")])
+        assert resp.status == 200 and (resp.header("connection") or "").lower() == "close"
+        assert await c.closed(2)
+
+
+async def test_an_http11_request_without_host_gets_400(app: FakeBackend, qps: QueueProxies) -> None:
+    qp = await qps.get(app.port)
+    async with await Client.connect(qp.serving_port) as c:
+        await c.send(b"GET / HTTP/1.1\r\nUser-Agent: x\r\n\r\n")
+        resp = await c.response()
+    assert resp.status == 400
+    assert app.requests == []
+
+
+@kdp_only("upstream holds an early answer back while the client still owes request body bytes")
+async def test_an_app_answering_before_reading_an_upload_gets_its_answer_through(
+        app: FakeBackend, qps: QueueProxies) -> None:
+    qp = await qps.get(app.port)
+
+    async def refuse(req: BackendRequest) -> None:
+        await req.write(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\nConnection: close\r\n\r\ntoo big\n")
+        req.writer.close()
+
+    app.script = refuse
+    async with await Client.connect(qp.serving_port) as c:
+        await c.send(build_request("POST", "/upload", [("Content-Length", str(8 << 20))]) + b"x" * 65536)
+        resp = await c.response()
+    assert (resp.status, resp.body) == (413, b"too big\n")
+
+
+@pytest.mark.xfail(not AGAINST_UPSTREAM, strict=True,
+                   reason="known gap: trailers of a chunked HTTP/1.1 response are dropped")
+async def test_trailers_of_a_chunked_response_reach_the_client(app: FakeBackend, qps: QueueProxies) -> None:
+    qp = await qps.get(app.port)
+
+    async def with_trailer(req: BackendRequest) -> None:
+        await req.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Checksum\r\n\r\n"
+                        b"4\r\nbody\r\n0\r\nX-Checksum: abc\r\n\r\n")
+
+    app.script = with_trailer
+    async with await Client.connect(qp.serving_port) as c:
+        await c.send(build_request("GET", "/t"))
+        resp = await c.head()
+        await c.send(b"")
+        raw = b""
+        async with asyncio.timeout(5):
+            while not raw.endswith(b"\r\n\r\n") or b"0\r\n" not in raw:
+                raw += await c.reader.read(65536)
+    assert b"X-Checksum: abc" in raw
+    assert resp.status == 200
+
+
 async def test_head_and_bodiless_answers_keep_the_connection_usable(app: FakeBackend, qps: QueueProxies) -> None:
     qp = await qps.get(app.port)
 
