@@ -25,14 +25,12 @@ import html
 import logging
 from collections.abc import Callable
 
-from prometheus_client import Gauge
-
-from activator.buffer import Lease, RequestBuffer
+from activator.buffer import RequestBuffer
 from activator.metrics import ActivatorMetrics
 from activator.reporter import StatReporter
 from activator.revisions import RevisionKey, RevisionResolver
 from activator.throttler import (
-    PodTracker, QueueFull, RevisionFailed, RevisionNotFound, ThrottlerError, Waiter, WaitTimeout,
+    PodTracker, QueueFull, RevisionFailed, RevisionNotFound, RevisionThrottler, ThrottlerError, Waiter, WaitTimeout,
 )
 from queueproxy.http1 import (
     H_HASH, H_HOST, H_KUBELET, H_NS, H_ORIG_HOST, H_PROBE, H_REV, H_UA, Exchange,
@@ -45,30 +43,41 @@ __all__ = ["ActivatorHandler"]
 
 DROP = frozenset({b"knative-serving-revision", b"knative-serving-namespace", b"k-network-hash",
                   b"k-original-host", b"k-proxy-request"})
+PROXY_MARK = (b"K-Proxy-Request", b"activator")
 TIMEOUT_BODY = b"activator request timeout"
 REJECT_REASONS: dict[type[ThrottlerError], str] = {
     QueueFull: "queue_full", RevisionFailed: "revision_failed", WaitTimeout: "timeout", RevisionNotFound: "not_found",
 }
 NO_WAIT = [b"Server-Timing: activator-wait;dur=0\r\n"]
+MAX_CACHED_KEYS = 4096
 
 
 class _Request:
-    """Per-request state kept on ``Exchange.context``."""
+    """Per-request state kept on ``Exchange.context``. ``pod`` is set while the request holds
+    one of its slots (from grant to finish); ``waiter`` while it waits for one."""
 
-    __slots__ = ("key", "handle", "lease", "waiter", "enqueued_at", "host", "h1", "queued")
+    __slots__ = ("key", "rt", "handle", "host", "h1", "pod", "waiter", "enqueued_at", "waited", "granted_at",
+                 "started_at")
 
-    def __init__(self, key: RevisionKey, handle: object, host: bytes) -> None:
+    def __init__(self, key: RevisionKey, rt: RevisionThrottler, handle: object, host: bytes) -> None:
         self.key = key
+        self.rt = rt
         self.handle = handle
         self.host = host
-        self.lease: Lease | None = None
+        self.h1 = True
+        self.pod: PodTracker | None = None
         self.waiter: Waiter | None = None
         self.enqueued_at = 0.0
-        self.h1 = True
-        self.queued: Gauge | None = None
+        self.waited = 0.0
+        self.granted_at = 0.0
+        self.started_at = 0.0
 
 
 class ActivatorHandler:
+    """The engine's app for the activator. ``metrics``, when given, should be built with the
+    throttler's ``load`` as its load source: the handler itself only observes wait times and
+    counts rejections."""
+
     def __init__(self, *, loop: asyncio.AbstractEventLoop, buffer: RequestBuffer, resolver: RevisionResolver,
                  reporter: StatReporter, metrics: ActivatorMetrics | None = None,
                  max_idle_per_host: int = 100, healthy: Callable[[], str | None] | None = None) -> None:
@@ -82,6 +91,9 @@ class ActivatorHandler:
         self.healthy = healthy or (lambda: None)
         """None when healthy, else the reason kubelet health fails."""
         self.pools: dict[str, UpstreamPool] = {}
+        self._targets: dict[str, tuple[UpstreamPool, bytes]] = {}
+        self._keys: dict[tuple[bytes, bytes], RevisionKey] = {}
+        """Revision keys by their header bytes, for known revisions (bounded)."""
 
     # ---- the request path ------------------------------------------------------------
 
@@ -97,100 +109,104 @@ class ActivatorHandler:
             return
         probe = sp[H_PROBE]
         if probe is not None and probe != b"":
-            if probe == b"probe":
-                h = sp[H_HASH]
-                if h is None:
-                    ex.respond(400, b"no K-Network-Hash provided\n")
-                else:
-                    ex.respond(200, b"", headers=(b"K-Network-Hash: " + h,))
-            elif probe == b"activator":
-                ex.respond(200, b"activator")
-            else:
-                value = html.escape(probe.decode("latin-1"))
-                ex.respond(400, f'unexpected probe header value: "{value}"\n'.encode())
+            self._probe(ex, probe)
             return
-        host = sp[H_HOST] or b""
         ns, rev = sp[H_NS], sp[H_REV]
-        key = self.resolver.resolve(ns.decode("latin-1") if ns else None, rev.decode("latin-1") if rev else None,
-                                    host.decode("latin-1"))
-        info = self.throttler.revision(key) if key is not None else None
-        if key is None or info is None:
+        key: RevisionKey | None
+        if ns and rev:
+            key = self._keys.get((ns, rev))
+            if key is None:
+                key = RevisionKey(ns.decode("latin-1"), rev.decode("latin-1"))
+                if key in self.throttler:
+                    if len(self._keys) >= MAX_CACHED_KEYS:
+                        self._keys.clear()
+                    self._keys[(ns, rev)] = key
+        else:
+            key = self.resolver.resolve(None, None, (sp[H_HOST] or b"").decode("latin-1"))
+        rt = self.throttler.get(key) if key is not None else None
+        if rt is None:
             ex.respond(404, b"Error getting active endpoint: revision not found\n")
             return
-        req = _Request(key, self.reporter.request_in(key), sp[H_ORIG_HOST] or host)
+        now = ex.started_at
+        req = _Request(key, rt, self.reporter.request_in(key, now), sp[H_ORIG_HOST] or sp[H_HOST] or b"")
         ex.context = req
         ex.on_finish = self._finished
         if type(ex) is Exchange:
             ex.timeout_body = TIMEOUT_BODY
             ex.on_connect_error = self._connect_error
-            ex.on_response = self._response_started
         else:  # an HTTP/2 stream: the engine has no such hooks there (yet)
             req.h1 = False
+        info = rt.info
         ex.set_timeouts(info.timeout, info.response_start_timeout, info.idle_timeout)
-        self._acquire(ex, req)
-
-    def _acquire(self, ex: Exchange, req: _Request) -> None:
+        pod = rt.try_acquire()
+        if pod is not None:
+            self._go(ex, req, pod, 0.0, now)
+            return
         try:
-            pod = self.throttler.try_acquire(req.key)
-            if pod is not None:
-                self._go(ex, req, pod, 0.0)
-                return
-            now = self.loop.time()
             self._wait(ex, req, now, now)
         except ThrottlerError as e:
             self._rejected(ex, req, e)
+
+    def _probe(self, ex: Exchange, probe: bytes) -> None:
+        if probe == b"probe":
+            h = ex.special[H_HASH]
+            if h is None:
+                ex.respond(400, b"no K-Network-Hash provided\n")
+            else:
+                ex.respond(200, b"", headers=(b"K-Network-Hash: " + h,))
+        elif probe == b"activator":
+            ex.respond(200, b"activator")
+        else:
+            value = html.escape(probe.decode("latin-1"))
+            ex.respond(400, f'unexpected probe header value: "{value}"\n'.encode())
 
     def _wait(self, ex: Exchange, req: _Request, now: float, since: float) -> None:
         """Queue for a pod (raises ThrottlerError when the request may not wait)."""
         req.enqueued_at = since
         req.waiter = self.throttler.enqueue(req.key, now, lambda p: self._granted(ex, req, p),
                                             lambda e: self._rejected(ex, req, e))
-        if self.metrics is not None:
-            req.queued = self.metrics.revision(req.key).queued
-            req.queued.inc()
-
-    @staticmethod
-    def _unqueue(req: _Request) -> None:
-        req.waiter = None
-        if req.queued is not None:
-            req.queued.dec()
-            req.queued = None
 
     def _granted(self, ex: Exchange, req: _Request, pod: PodTracker) -> None:
-        self._unqueue(req)
-        self._go(ex, req, pod, self.loop.time() - req.enqueued_at)
-
-    def _go(self, ex: Exchange, req: _Request, pod: PodTracker, waited: float) -> None:
+        req.waiter = None
         now = self.loop.time()
-        lease = Lease(self.buffer, req.key, pod, waited, now, self.metrics.revision(req.key) if self.metrics else None)
-        if ex.state == 3:  # the client gave up or timed out in the meantime
-            lease.release(ok=True)
-            return
-        req.lease = lease
-        if not req.h1:
-            pass
-        elif waited:
-            ex.response_headers = [b"Server-Timing: activator-wait;dur=%.3f\r\n" % (waited * 1000)]
-        else:
-            ex.response_headers = NO_WAIT
-        dest = pod.dest
-        ex.prepare(drop=DROP, host=dest.encode(),
-                   add=[(b"K-Original-Host", req.host), (b"K-Proxy-Request", b"activator")])
-        if ex.state == 0:
-            ex.forward(self._pool(dest))
-        else:  # a retry after a refused connection: the exchange is already forwarding
-            ex.redirect(self._pool(dest))
+        self._go(ex, req, pod, now - req.enqueued_at, now)
 
-    def _pool(self, dest: str) -> UpstreamPool:
+    def _go(self, ex: Exchange, req: _Request, pod: PodTracker, waited: float, now: float) -> None:
+        if self.metrics is not None:
+            self.metrics.wait_histogram(req.key).observe(waited)
+        if ex.state == 3:  # the client gave up or timed out in the meantime
+            pod.owner.release(pod, now, True, None)
+            return
+        req.pod = pod
+        req.waited = waited
+        req.granted_at = now
+        req.started_at = 0.0
+        if req.h1:
+            ex.response_headers = [b"Server-Timing: activator-wait;dur=%.3f\r\n" % (waited * 1000)] \
+                if waited else NO_WAIT
+            if pod.paced:  # its pacing needs the time to the response head
+                ex.on_response = self._response_started
+        target = self._targets.get(pod.dest)
+        if target is None:
+            target = self._new_target(pod.dest)
+        pool, dest = target
+        ex.prepare(drop=DROP, host=dest, add=[(b"K-Original-Host", req.host), PROXY_MARK])
+        if ex.state == 0:
+            ex.forward(pool)
+        else:  # a retry after a refused connection: the exchange is already forwarding
+            ex.redirect(pool)
+
+    def _new_target(self, dest: str) -> tuple[UpstreamPool, bytes]:
         pool = self.pools.get(dest)
         if pool is None:
             host, _, port = dest.rpartition(":")
             pool = self.pools[dest] = UpstreamPool(host.strip("[]"), int(port), loop=self.loop,
                                                    max_idle=self.max_idle_per_host)
-        return pool
+        target = self._targets[dest] = (pool, dest.encode())
+        return target
 
     def _rejected(self, ex: Exchange, req: _Request, e: BaseException) -> None:
-        self._unqueue(req)
+        req.waiter = None
         if isinstance(e, ThrottlerError) and self.metrics is not None:
             self.metrics.reject(req.key, REJECT_REASONS.get(type(e), "error"))
         if ex.state >= 2:
@@ -206,46 +222,50 @@ class ActivatorHandler:
     def _connect_error(self, ex: Exchange, error: BaseException) -> bool:
         """Nothing reached the pod: give its slot back, mark it for re-probing and try another."""
         req: _Request = ex.context
-        lease = req.lease
-        if lease is None or ex.state != 1:
+        pod = req.pod
+        if pod is None or ex.state != 1:
             return False
-        req.lease = None
-        lease.refused()
+        req.pod = None
+        now = self.loop.time()
+        pod.owner.refused(pod, now)
+        self.buffer.pod_refused(req.key, pod.dest)
         if ex._retried:
             # This dial is the engine's second try after a reused connection died: the request
             # went out on that connection and may have reached the app. The pod leaves the
             # rotation, but the request is not sent anywhere else: 502.
-            logger.info("pod %s of %s went away with a request in flight (%s)", lease.dest, req.key, error)
+            logger.info("pod %s of %s went away with a request in flight (%s)", pod.dest, req.key, error)
             return False
-        logger.info("pod %s of %s refused the connection (%s); retrying on another pod", lease.dest, req.key, error)
+        logger.info("pod %s of %s refused the connection (%s); retrying on another pod", pod.dest, req.key, error)
         try:
-            pod = self.throttler.try_acquire(req.key)
-            if pod is not None:
-                self._go(ex, req, pod, lease.waited)
-                return True
-            now = self.loop.time()
-            self._wait(ex, req, now, now - lease.waited)
+            other = self.throttler.try_acquire(req.key)
+            if other is not None:
+                self._go(ex, req, other, req.waited, now)
+            else:
+                self._wait(ex, req, now, now - req.waited)
         except ThrottlerError as e:
             self._rejected(ex, req, e)  # nothing was sent: a plain answer, as before forwarding
         return True
 
-    @staticmethod
-    def _response_started(ex: Exchange) -> None:
-        lease = ex.context.lease
-        if lease is not None:
-            lease.response_started()
+    def _response_started(self, ex: Exchange) -> None:
+        req: _Request = ex.context
+        if req.pod is not None and not req.started_at:
+            req.started_at = self.loop.time()
 
     def _finished(self, ex: Exchange) -> None:
         req: _Request = ex.context
-        if req.waiter is not None:  # still waiting: the revision timeout, or the client left
-            self.throttler.cancel(req.waiter, self.loop.time())
-            self._unqueue(req)
+        now = self.loop.time()
+        w = req.waiter
+        if w is not None:  # still waiting: the revision timeout, or the client left
+            req.waiter = None
+            w.owner.cancel(w, now)
             if ex.status == 504 and self.metrics is not None:
                 self.metrics.reject(req.key, "timeout")
-        if req.lease is not None:
-            req.lease.release(ok=ex.status < 500)
-            req.lease = None
-        self.reporter.request_out(req.handle)
+        pod = req.pod
+        if pod is not None:
+            req.pod = None
+            started = req.started_at
+            pod.owner.release(pod, now, ex.status < 500, started - req.granted_at if started else None)
+        self.reporter.request_out(req.handle, now)
 
     def close(self) -> None:
         for pool in self.pools.values():

@@ -220,15 +220,16 @@ class StatReporter:
     def connected(self) -> bool:
         return self.sink.connected
 
-    def request_in(self, key: RevisionKey) -> object:
-        """Call after revision lookup; pass the result to :meth:`request_out`."""
-        entry, poke = self.tracker.request_in(key, loop_clock(self._clock).time())
+    def request_in(self, key: RevisionKey, now: float | None = None) -> object:
+        """Call after revision lookup; pass the result to :meth:`request_out`. ``now`` is the
+        clock's time, when the caller has it at hand."""
+        entry, poke = self.tracker.request_in(key, loop_clock(self._clock).time() if now is None else now)
         if poke:
             self.sink.send([self.tracker.poke(key)], poke=True)
         return entry
 
-    def request_out(self, handle: object) -> None:
-        self.tracker.request_out(handle, loop_clock(self._clock).time())  # type: ignore[arg-type]
+    def request_out(self, handle: object, now: float | None = None) -> None:
+        self.tracker.request_out(handle, loop_clock(self._clock).time() if now is None else now)  # type: ignore[arg-type]
 
     def tick(self, now: float) -> list[RevisionStat]:
         stats = self.tracker.report(now)

@@ -38,8 +38,9 @@ class Activator:
         self.stopped = asyncio.Event()
         self.ports: dict[str, int] = {}
         self.registry = CollectorRegistry(auto_describe=True)
-        self.metrics = ActivatorMetrics(self.registry)
-        self.buffer = RequestBuffer(Throttler(c.throttler_params()), metrics=self.metrics)
+        throttler = Throttler(c.throttler_params())
+        self.metrics = ActivatorMetrics(self.registry, load=throttler.load)
+        self.buffer = RequestBuffer(throttler, metrics=self.metrics)
         self.prober = Prober(self.buffer.set_pods, frequency=c.probe_frequency, timeout=c.probe_timeout,
                              trust_ready=c.trust_ready, metrics=self.metrics)
         self.routes = RoutingTable(c.route_domain)

@@ -197,6 +197,8 @@ class RevisionThrottler:
         self._holders: deque[Waiter] = deque()
         self._waiters: dict[Waiter, None] = {}
         self._decision_failure = ""
+        self.active = 0
+        """Requests holding a pod slot of this revision (being proxied)."""
 
     # ---- what the request path calls ---------------------------------------------------
 
@@ -225,6 +227,7 @@ class RevisionThrottler:
             self.breaker.release()
             return None
         pod.in_flight += 1
+        self.active += 1
         return pod
 
     def enqueue(self, now: float, on_grant: Callable[[PodTracker], object],
@@ -266,6 +269,7 @@ class RevisionThrottler:
     def release(self, pod: PodTracker, now: float, ok: bool = True, latency: float | None = None) -> None:
         """The request on ``pod`` is done. ``latency`` is its time to response headers."""
         pod.in_flight -= 1
+        self.active -= 1
         resized = pod.paced and not pod.removed and self._pace(pod, now, ok, latency)
         if self._holders:
             self._serve_holders()
@@ -276,6 +280,7 @@ class RevisionThrottler:
     def refused(self, pod: PodTracker, now: float) -> None:
         """``pod`` refused the connection: out of rotation now, and the slot is freed."""
         pod.in_flight -= 1
+        self.active -= 1
         if self._pods.get(pod.dest) is pod:
             logger.info("revision %s: pod %s refused a connection; out of rotation", self.key, pod.dest)
             pod.removed = True
@@ -375,6 +380,7 @@ class RevisionThrottler:
 
     def _hand_over(self, w: Waiter, pod: PodTracker) -> None:
         pod.in_flight += 1
+        self.active += 1
         w.pod = pod
         self._forget(w)
         w.state = _GRANTED
@@ -486,6 +492,10 @@ class Throttler:
 
     def keys(self) -> list[RevisionKey]:
         return list(self._revisions)
+
+    def load(self) -> list[tuple[RevisionKey, int, int]]:
+        """``(revision, requests waiting, requests holding a pod)`` for every revision."""
+        return [(key, rt.waiting, rt.active) for key, rt in self._revisions.items()]
 
     # ---- request path --------------------------------------------------------------------
 

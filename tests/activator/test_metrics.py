@@ -53,3 +53,33 @@ def test_two_registries_do_not_share_metrics() -> None:
     ActivatorMetrics(a).autoscaler_reachable(True)
     ActivatorMetrics(b)
     assert b.get_sample_value("kn_activator_stats_conn_reachable", {"peer": "autoscaler"}) is None
+
+
+def test_with_a_load_source_queued_and_active_are_read_from_it_at_scrape_time() -> None:
+    registry = CollectorRegistry()
+    load = [(RevisionKey("ns", "a"), 3, 1), (RevisionKey("ns", "b"), 0, 7)]
+    m = ActivatorMetrics(registry, load=lambda: load)
+    m.revision(RevisionKey("ns", "a")).queued.inc()  # no effect: the source is the truth
+    sample = registry.get_sample_value
+    assert sample("kn_revision_request_queued", {"k8s_namespace_name": "ns", "kn_revision_name": "a"}) == 3
+    assert sample("kn_revision_request_active", {"k8s_namespace_name": "ns", "kn_revision_name": "b"}) == 7
+    load[0] = (RevisionKey("ns", "a"), 0, 2)
+    assert sample("kn_revision_request_queued", {"k8s_namespace_name": "ns", "kn_revision_name": "a"}) == 0
+    assert sample("kn_revision_request_active", {"k8s_namespace_name": "ns", "kn_revision_name": "a"}) == 2
+
+
+def test_the_wait_histogram_counts_each_wait_in_its_bucket_cumulatively() -> None:
+    registry = CollectorRegistry()
+    m = ActivatorMetrics(registry)
+    h = m.revision(RevisionKey("ns", "rev")).wait
+    for seconds in (0.0, 0.0, 0.001, 0.3, 400.0):
+        h.observe(seconds)
+    labels = {"k8s_namespace_name": "ns", "kn_revision_name": "rev"}
+    sample = registry.get_sample_value
+    assert sample("kdp_activator_wait_seconds_bucket", labels | {"le": "0.001"}) == 3  # le is inclusive
+    assert sample("kdp_activator_wait_seconds_bucket", labels | {"le": "0.25"}) == 3
+    assert sample("kdp_activator_wait_seconds_bucket", labels | {"le": "0.5"}) == 4
+    assert sample("kdp_activator_wait_seconds_bucket", labels | {"le": "300.0"}) == 4
+    assert sample("kdp_activator_wait_seconds_bucket", labels | {"le": "+Inf"}) == 5
+    assert sample("kdp_activator_wait_seconds_count", labels) == 5
+    assert sample("kdp_activator_wait_seconds_sum", labels) == 400.301

@@ -375,3 +375,16 @@ def test_paced_pods_never_exceed_their_limit_under_power_of_two() -> None:
     t.pods("a:1", "b:1", "c:1", now=0.0)
     assert len(t.granted) == 9
     assert [p.in_flight for p in t.rt.pods] == [3, 3, 3]
+
+
+def test_load_counts_waiting_requests_and_requests_holding_a_pod() -> None:
+    t = Timeline(cc=1)
+    w = t.acquire("r1")
+    t.acquire("r2")
+    assert t.th.load() == [(KEY, 2, 0)]
+    t.pods("10.0.0.1:8012", "10.0.0.2:8012", now=1.0)
+    assert t.th.load() == [(KEY, 0, 2)]
+    t.th.release(t.granted["r1"], 2.0)
+    t.th.refused(t.granted["r2"], 2.0)
+    assert t.th.load() == [(KEY, 0, 0)]
+    assert isinstance(w, Waiter)
