@@ -917,3 +917,6 @@ class HttpServer:
                 c.transport.close()
         for s in self.servers:
             await s.wait_closed()
+        upstreams = getattr(self, "h2_upstreams", None)  # h2c pools to user containers, if any
+        if upstreams is not None:
+            upstreams.close()

@@ -111,7 +111,7 @@ class QueueProxy:
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_3
         ctx.load_cert_chain(cert, key)
-        ctx.set_alpn_protocols(["http/1.1"])
+        ctx.set_alpn_protocols(["h2", "http/1.1"])
         return ctx
 
     def install_signal_handlers(self) -> None:
@@ -149,7 +149,9 @@ class QueueProxy:
         self.stopped.set()
 
     def _only_tunnels(self) -> bool:
-        return all(getattr(c, "tunnel_up", None) is not None or getattr(c, "current", None) is None
+        """Nothing is left but upgraded connections (HTTP/2 streams are requests, not tunnels)."""
+        return all(getattr(c, "tunnel_up", None) is not None
+                   or getattr(c, "current", None) is None and not getattr(c, "active_streams", 0)
                    for c in self.main.connections)
 
     def _servers(self) -> list[HttpServer]:
