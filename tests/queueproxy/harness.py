@@ -157,6 +157,9 @@ class QueueProxyProcess:
     proc: asyncio.subprocess.Process | None = None
     log_path: Path | None = None
     started_at: float = 0.0
+    """time.monotonic() when the process was spawned."""
+    ready_at: float = 0.0
+    """time.monotonic() when all its ports accepted connections."""
 
     @property
     def quiet_period(self) -> float:
@@ -225,6 +228,7 @@ class QueueProxyProcess:
                     pending.discard(port)
             if pending:
                 await asyncio.sleep(0.02)
+        self.ready_at = time.monotonic()
         return self
 
     def signal(self, sig: int) -> None:

@@ -137,3 +137,24 @@ async def test_concurrency_zero_means_no_limit(app: FakeBackend, qps: QueueProxi
         gate.set()
         for c in clients:
             await c.close()
+
+
+async def test_a_client_that_disconnects_while_served_frees_its_slot(app: FakeBackend, qps: QueueProxies) -> None:
+    qp = await qps.fresh(app.port, CONTAINER_CONCURRENCY="1")
+    gate = asyncio.Event()
+
+    async def script(req: BackendRequest) -> Reply | None:
+        if req.target == "/stuck":
+            async with asyncio.timeout(10):
+                await gate.wait()
+        return Reply(body=req.target.encode())
+
+    app.script = script
+    try:
+        stuck = (await open_requests(qp, ["/stuck"]))[0]
+        await app.wait_requests(1)
+        await stuck.close()  # the client gives up; the app is still busy with it
+        resp = await fetch(qp.serving_port, "GET", "/next", timeout=5)
+        assert (resp.status, resp.body) == (200, b"/next")
+    finally:
+        gate.set()

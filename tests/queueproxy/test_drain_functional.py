@@ -85,7 +85,7 @@ async def test_probes_during_the_drain_do_not_restart_the_quiet_period(app: Fake
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     qp.signal(signal.SIGTERM)
-    while alive(qp) and loop.time() - t0 < 1.8 * q:
+    while alive(qp) and loop.time() - t0 < 2.5 * q:
         for headers in ([*HEALTH_HEADERS], KPROBE):
             try:
                 await fetch(qp.serving_port, "GET", "/", headers, timeout=1)

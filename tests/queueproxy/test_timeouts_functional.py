@@ -82,19 +82,6 @@ async def test_time_queued_in_the_breaker_counts_against_the_timeout(app: FakeBa
     assert (await first).status == 504
 
 
-@kdp_only("upstream may still send a request that timed out in the queue to the app (a select race)")
-async def test_a_request_that_timed_out_in_the_queue_never_reaches_the_app(
-        app: FakeBackend, qps: QueueProxies) -> None:
-    qp = await qps.get(app.port, CONTAINER_CONCURRENCY="1", **{TOTAL: "1"})
-    app.script = lambda req: Reply(delay=3.0)
-    first = asyncio.ensure_future(fetch(qp.serving_port, "GET", "/holder"))
-    await app.wait_requests(1)
-    assert (await fetch(qp.serving_port, "GET", "/queued")).status == 504
-    assert (await first).status == 504
-    await asyncio.sleep(0.2)
-    assert [r.target for r in app.requests] == ["/holder"]
-
-
 async def test_a_response_that_starts_in_time_may_take_longer_than_the_start_timeout(
         app: FakeBackend, qps: QueueProxies) -> None:
     qp = await qps.get(app.port, **{TOTAL: "10", START: "1"})

@@ -111,6 +111,17 @@ async def test_messages_flow_both_ways_through_the_tunnel(
     assert hs["X-Forwarded-For"] == "127.0.0.1"
 
 
+async def test_an_upgrade_the_app_declines_gets_the_apps_answer(
+        ws_app: WsApp, qps: QueueProxies, session: aiohttp.ClientSession) -> None:
+    qp = await qps.get(ws_app.port)
+    with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+        await session.ws_connect(f"http://127.0.0.1:{qp.serving_port}/not-a-websocket")
+    assert info.value.status == 404
+    async with session.ws_connect(url(qp)) as ws:  # and the next one works
+        await ws.send_str("ok?")
+        assert (await receive(ws)).data == "echo ok?"
+
+
 async def test_a_close_from_either_side_reaches_the_other(
         ws_app: WsApp, qps: QueueProxies, session: aiohttp.ClientSession) -> None:
     qp = await qps.get(ws_app.port)
