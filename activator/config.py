@@ -20,6 +20,9 @@ Ours (durations are Go durations, like upstream's):
 * ``KDP_MAX_WAITING_PER_REVISION`` (10000), ``KDP_MAX_WAITING`` (20000);
   ``KDP_RETRY_AFTER`` (1s) for a full queue, ``KDP_FAILED_RETRY_AFTER`` (10s) for a revision
   that cannot start; ``KDP_FRESH_POD_WARMUP`` (10s, 0 = no pacing of fresh CC=0 pods);
+* ``KDP_PROBE_FAST_RETRY`` (10ms): after a failed probe round the next comes this soon, the
+  delay growing to ``PROBE_FREQUENCY``, and a round a live queue-proxy held until its timeout
+  is followed at once (0 = upstream's fixed ``PROBE_FREQUENCY``);
 * ``KDP_ROUTE_DOMAIN`` (localhost) for ``Host: <service>.<namespace>.<domain>`` routing;
   ``KDP_TRUST_READY`` (false) to use endpoints-ready pods without probing them;
 * ``KDP_BIND_HOST`` (0.0.0.0), ``KDP_HTTP_PORT`` (8012), ``KDP_H2C_PORT`` (8013),
@@ -93,6 +96,7 @@ class ActivatorConfig:
     max_idle_proxy_conns_per_host: int = 100
     probe_timeout: float = 0.3
     probe_frequency: float = 0.2
+    probe_fast_retry: float = 0.01
     system_namespace: str = "knative-serving"
     cluster_domain: str = "cluster.local"
     metrics_port: int = 9090
@@ -210,6 +214,7 @@ class ActivatorConfig:
             max_idle_proxy_conns_per_host=integer("MAX_IDLE_PROXY_CONNS_PER_HOST", 100, 0),
             probe_timeout=duration("PROBE_TIMEOUT", 0.3, positive=True),
             probe_frequency=duration("PROBE_FREQUENCY", 0.2, positive=True),
+            probe_fast_retry=duration("KDP_PROBE_FAST_RETRY", 0.01, positive=False),
             system_namespace=namespace,
             cluster_domain=domain,
             metrics_port=integer("METRICS_PROMETHEUS_PORT", 9090, 0, 65535),

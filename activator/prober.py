@@ -13,6 +13,13 @@ Upstream ``pkg/activator/net/revision_backends.go`` (the revision watcher), per 
 * pods that move from ready to not-ready leave the healthy set at once and are probed again;
   pods that vanish are dropped; no endpoints means no healthy pod.
 
+Beyond upstream, for cold starts (``fast_retry`` > 0): a starting pod's queue-proxy is not
+listening yet, so its probes fail at once (connection refused), and upstream's next round comes
+only ``frequency`` later, a delay the first request pays in full. Here, after a round that
+failed, the next one comes ``fast_retry`` later, the delay growing by ``fast_factor`` per
+round up to ``frequency`` (reset when the endpoints change). A round cut by the timeout had a
+live queue-proxy holding the probe until its app is ready, so the next one starts at once.
+
 ``trust_ready=True`` takes endpoints-ready pods as healthy without probing (upstream does this
 when mesh-compatibility-mode is not ``auto``). :meth:`Prober.reprobe` is for a pod that refused
 a proxied connection. Every change of a revision's healthy set is passed to ``on_change``.
@@ -99,9 +106,11 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
 
 
 class _Watch:
-    __slots__ = ("key", "ready", "not_ready", "healthy", "emitted", "use_not_ready", "wake", "task")
+    __slots__ = ("key", "ready", "not_ready", "healthy", "emitted", "use_not_ready", "wake", "task", "retry")
 
     def __init__(self, key: RevisionKey, use_not_ready: bool) -> None:
+        self.retry = 0.0
+        """The delay before the next round after a failed one (``fast_retry`` backoff)."""
         self.key = key
         self.ready: frozenset[str] = frozenset()
         self.not_ready: frozenset[str] = frozenset()
@@ -120,11 +129,13 @@ class Prober:
     def __init__(self, on_change: Callable[[RevisionKey, frozenset[str]], object], *,
                  check: CheckFn = probe_queue_proxy, frequency: float = 0.2, timeout: float = 0.3,
                  use_not_ready: bool = True, trust_ready: bool = False, clock: Clock | None = None,
-                 metrics: ActivatorMetrics | None = None) -> None:
+                 metrics: ActivatorMetrics | None = None, fast_retry: float = 0.0, fast_factor: float = 1.15) -> None:
         self.on_change = on_change
         self.check = check
         self.frequency = frequency
         self.timeout = timeout
+        self.fast_retry = fast_retry
+        self.fast_factor = fast_factor
         self.use_not_ready = use_not_ready
         self.trust_ready = trust_ready
         self.metrics = metrics
@@ -151,6 +162,7 @@ class Prober:
         w.healthy -= became_not_ready
         if self.trust_ready:
             w.healthy |= ready
+        w.retry = self.fast_retry
         self._emit(w)
         w.wake.set()
 
@@ -158,6 +170,7 @@ class Prober:
         w = self._watches.get(key)
         if w is not None and dest in w.healthy:
             w.healthy.discard(dest)
+            w.retry = self.fast_retry
             self._emit(w)
             w.wake.set()
 
@@ -180,16 +193,27 @@ class Prober:
         while True:
             await w.wake.wait()
             w.wake.clear()
+            started = clock.time()
             try:
                 await self._round(w)
             except Exception:
                 logger.exception("probing revision %s failed", w.key)
             if not w.dests <= w.healthy and not w.wake.is_set():
-                handle = clock.call_at(clock.time() + self.frequency, w.wake.set)
+                handle = clock.call_at(clock.time() + self._next_delay(w, clock.time() - started), w.wake.set)
                 try:
                     await w.wake.wait()
                 finally:
                     handle.cancel()
+
+    def _next_delay(self, w: _Watch, elapsed: float) -> float:
+        """How long after a round that left some pod unhealthy the next one starts."""
+        if self.fast_retry <= 0.0:
+            return self.frequency
+        if elapsed >= self.timeout:  # a queue-proxy held the probe: it is up, ask again at once
+            return 0.0
+        delay = min(w.retry or self.fast_retry, self.frequency)
+        w.retry = delay * self.fast_factor
+        return delay
 
     async def _round(self, w: _Watch) -> None:
         to_probe = w.dests - w.healthy

@@ -42,7 +42,7 @@ class Activator:
         self.metrics = ActivatorMetrics(self.registry, load=throttler.load)
         self.buffer = RequestBuffer(throttler, metrics=self.metrics)
         self.prober = Prober(self.buffer.set_pods, frequency=c.probe_frequency, timeout=c.probe_timeout,
-                             trust_ready=c.trust_ready, metrics=self.metrics)
+                             trust_ready=c.trust_ready, metrics=self.metrics, fast_retry=c.probe_fast_retry)
         self.routes = RoutingTable(c.route_domain)
         self.backends = Backends(self.buffer, self.prober, self.routes)
         sink: StatSink

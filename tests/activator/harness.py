@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import os
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -31,8 +32,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import grpc
-import pytest_asyncio
+# Processes are started from a process that runs gRPC servers and clients. A child forked
+# (not vforked: uvloop's subprocesses fork) while gRPC's threads run can crash in gRPC's
+# at-fork handlers before it reaches exec; this process never uses gRPC in a forked child.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+import grpc  # noqa: E402
+import pytest_asyncio  # noqa: E402
 
 from proto import kdp_pb2, kdp_pb2_grpc, stat_pb2
 from tests.queueproxy.harness import (
@@ -52,8 +58,8 @@ from tests.queueproxy.harness import (
 )
 
 __all__ = [
-    "IO_TIMEOUT", "ActivatorProcess", "BackendRequest", "Client", "FakePod", "FakeRuntime", "FakeStatIngest",
-    "Pod", "Reply", "Response", "activator_env", "build_request", "eventually", "fetch", "free_port", "kubelet_probe",
+    "IO_TIMEOUT", "ActivatorProcess", "BackendRequest", "Client", "FakeAutoscaler", "FakePod", "FakeRuntime", "FakeStatIngest",
+    "Pod", "Reply", "Response", "activator_env", "build_request", "eventually", "fetch", "free_port", "free_ports", "kubelet_probe",
     "poke_batches", "revision_stats", "spawn_logged",
 ]
 
@@ -113,6 +119,29 @@ def _read(log: Path | None) -> str:
     return log.read_text(errors="replace")[-4000:]
 
 
+_given_ports: set[int] = set()
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports, none handed out before by this process (processes started
+    from here bind them later, so two of them must never be given the same one)."""
+    held: list[socket.socket] = []
+    ports: list[int] = []
+    try:
+        while len(ports) < n:
+            sock = socket.socket()
+            held.append(sock)
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+            if port not in _given_ports:
+                _given_ports.add(port)
+                ports.append(port)
+    finally:
+        for sock in held:
+            sock.close()
+    return ports
+
+
 def rss_kib(pid: int, field_name: str = "VmRSS") -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field_name + ":"):
@@ -126,6 +155,7 @@ def rss_kib(pid: int, field_name: str = "VmRSS") -> int:
 def activator_env(*, autoscaler: str, backends: str, protocol: str = "grpc", **overrides: str | None) -> dict[str, str]:
     """The activator's env: upstream's variables as its deployment sets them, our knobs for
     ports on 127.0.0.1. ``overrides`` change the env (None removes a variable)."""
+    http, h2c, metrics = free_ports(3)
     env = {
         "POD_NAME": "activator-test-pod",
         "POD_IP": "127.0.0.1",
@@ -135,9 +165,9 @@ def activator_env(*, autoscaler: str, backends: str, protocol: str = "grpc", **o
         "KDP_AUTOSCALER_ADDRESS": autoscaler,
         "KDP_BACKENDS": backends,
         "KDP_BIND_HOST": "127.0.0.1",
-        "KDP_HTTP_PORT": str(free_port()),
-        "KDP_H2C_PORT": str(free_port()),
-        "METRICS_PROMETHEUS_PORT": str(free_port()),
+        "KDP_HTTP_PORT": str(http),
+        "KDP_H2C_PORT": str(h2c),
+        "METRICS_PROMETHEUS_PORT": str(metrics),
         "KDP_DRAIN_TIMEOUT": "100ms",
         "KDP_LOG_LEVEL": "INFO",
     }
@@ -353,6 +383,29 @@ class FakeRuntime:
 # ---- stats seen by the fake autoscaler ------------------------------------------------------
 
 
+class FakeAutoscaler(FakeStatIngest):
+    """A ``FakeStatIngest`` that also calls ``on_batch(batch)`` for every batch as it arrives
+    (benchmarks scale pods from it), stamping its arrival in ``arrived`` (monotonic seconds)."""
+
+    def __init__(self, on_batch: Callable[[kdp_pb2.StatBatch], object] | None = None) -> None:
+        super().__init__()
+        self.on_batch = on_batch
+        self.arrived: list[float] = []
+
+    async def Push(self, request_iterator: AsyncIterator[kdp_pb2.StatBatch],  # noqa: N802 (gRPC name)
+                   context: grpc.aio.ServicerContext) -> kdp_pb2.PushSummary:
+        n = 0
+        self.streams += 1
+        async for batch in request_iterator:
+            n += 1
+            self.arrived.append(time.monotonic())
+            self.batches.append(batch)
+            if self.on_batch is not None:
+                self.on_batch(batch)
+        return kdp_pb2.PushSummary(accepted=n)
+
+
+
 def poke_batches(ingest: FakeStatIngest) -> list[kdp_pb2.StatBatch]:
     return [b for b in ingest.batches if b.poke]
 
@@ -395,12 +448,13 @@ class Pod:
 
     def _qp_env(self) -> dict[str, str]:
         env = base_env(self.user_port)
+        tls, admin, stat, metrics = free_ports(4)
         env.update({
             "SERVING_NAMESPACE": NS, "SERVING_REVISION": self.rev, "SERVING_POD": f"{self.rev}-pod-{self.serving_port}",
-            "QUEUE_SERVING_PORT": str(self.serving_port), "QUEUE_SERVING_TLS_PORT": str(free_port()),
+            "QUEUE_SERVING_PORT": str(self.serving_port), "QUEUE_SERVING_TLS_PORT": str(tls),
             "CONTAINER_CONCURRENCY": str(self.cc), "KDP_BIND_HOST": "127.0.0.1",
-            "KDP_ADMIN_PORT": str(free_port()), "KDP_STAT_PORT": str(free_port()),
-            "METRICS_PROMETHEUS_PORT": str(free_port()), "KDP_DRAIN_QUIET_PERIOD": "0.2",
+            "KDP_ADMIN_PORT": str(admin), "KDP_STAT_PORT": str(stat),
+            "METRICS_PROMETHEUS_PORT": str(metrics), "KDP_DRAIN_QUIET_PERIOD": "0.2",
             "KDP_CERT_DIR": "/nonexistent/kdp-test-certs", "OBSERVABILITY_CONFIG": "{}",
         })
         env.update(self.qp_env)
@@ -408,8 +462,10 @@ class Pod:
 
     async def spawn(self) -> Pod:
         """Start both processes without waiting for them (as a supervisor would)."""
-        self.user_port = self.user_port or free_port()
-        self.serving_port = self.serving_port or free_port()
+        if not self.user_port:
+            self.user_port = free_ports(1)[0]
+        if not self.serving_port:
+            self.serving_port = free_ports(1)[0]
         self.spawned_at = time.monotonic()
         if self.run_app:
             self.app, self.app_log = await spawn_logged(

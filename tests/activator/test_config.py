@@ -32,6 +32,7 @@ def test_upstream_defaults() -> None:
     assert (cfg.pod_name, cfg.pod_ip) == ("activator-0", "10.0.0.5")
     assert (cfg.max_idle_proxy_conns, cfg.max_idle_proxy_conns_per_host) == (1000, 100)
     assert (cfg.probe_timeout, cfg.probe_frequency) == (0.3, 0.2)
+    assert cfg.probe_fast_retry == 0.01  # ours; 0 restores upstream's fixed probe period
     assert (cfg.system_namespace, cfg.cluster_domain, cfg.metrics_port) == ("knative-serving", "cluster.local", 9090)
     assert (cfg.http_port, cfg.h2c_port, cfg.drain_timeout) == (8012, 8013, 45.0)
 
@@ -62,8 +63,10 @@ def test_required_variables_must_be_present_but_may_be_empty(key: str) -> None:
 
 def test_go_integers_and_durations_are_read() -> None:
     cfg = load(MAX_IDLE_PROXY_CONNS="0x10", MAX_IDLE_PROXY_CONNS_PER_HOST="1_000", PROBE_TIMEOUT="1s",
-               PROBE_FREQUENCY="50ms", KDP_FRESH_POD_WARMUP="0", KDP_RETRY_AFTER="2s", KDP_TRUST_READY="true")
+               PROBE_FREQUENCY="50ms", KDP_FRESH_POD_WARMUP="0", KDP_RETRY_AFTER="2s", KDP_TRUST_READY="true",
+               KDP_PROBE_FAST_RETRY="0")
     assert (cfg.max_idle_proxy_conns, cfg.max_idle_proxy_conns_per_host) == (16, 1000)
+    assert cfg.probe_fast_retry == 0.0
     assert (cfg.probe_timeout, cfg.probe_frequency, cfg.fresh_pod_warmup) == (1.0, 0.05, 0.0)
     params = cfg.throttler_params()
     assert params.queue_full_retry_after == 2.0 and params.pacing.warmup == 0.0 and params.self_ip == "10.0.0.5"

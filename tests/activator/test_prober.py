@@ -314,3 +314,34 @@ async def test_a_hanging_queue_proxy_is_cut_off_by_the_round_timeout() -> None:
         finally:
             hang.set()
             await prober.close()
+
+
+async def test_with_fast_retry_a_refusing_pod_is_probed_again_soon_then_less_often() -> None:
+    pods = Pods(a="fail")
+    async with rig(pods, frequency=0.2, fast_retry=0.01, fast_factor=2.0) as r:
+        r.prober.set_endpoints(KEY, [], ["a"])
+        await r.clock.run_ready()
+        await r.clock.advance(0.155)
+        assert len(pods.calls) == 5  # at 0, 0.01, 0.03, 0.07, 0.15: the delay doubles...
+        await r.clock.advance(0.6)
+        assert len(pods.calls) == 8  # ...up to the frequency: 0.35, 0.55, 0.75
+        r.prober.set_endpoints(KEY, [], ["a", "b"])  # an endpoints change starts over
+        await r.clock.run_ready()
+        calls = len(pods.calls)
+        await r.clock.advance(0.011)
+        assert len(pods.calls) == calls + 2  # both pods, 10 ms later
+        pods.states["a"] = pods.states["b"] = "ok"
+        await r.clock.advance(0.02)
+        assert r.last == {"a", "b"}
+
+
+async def test_with_fast_retry_a_round_held_until_the_timeout_is_followed_at_once() -> None:
+    pods = Pods(a="hang")
+    async with rig(pods, frequency=0.2, timeout=0.3, fast_retry=0.01) as r:
+        r.prober.set_endpoints(KEY, [], ["a"])
+        await r.clock.run_ready()
+        await r.clock.advance(0.3)
+        assert len(pods.calls) == 2  # the held round ended at 0.3 and the next began then
+        pods.states["a"] = "ok"
+        await r.clock.advance(0.3)
+        assert r.last == {"a"}
