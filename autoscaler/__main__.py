@@ -20,7 +20,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "with_default_command"]
 
 logger = logging.getLogger("autoscaler")
 
@@ -151,16 +151,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    # No subcommand means serve: insert it after the global options.
+def with_default_command(argv: Sequence[str]) -> list[str]:
+    """``argv`` with ``serve`` inserted after the global options when no subcommand is given."""
+    argv = list(argv)
     i = 0
     while i < len(argv) and (argv[i] == "--log-level" or argv[i].startswith("--log-level=")):
         i += 2 if argv[i] == "--log-level" else 1
     if i >= len(argv) or argv[i] not in ("serve", "replay", "-h", "--help"):
-        argv.insert(i, "serve")
-    args = parser.parse_args(argv)
+        argv.insert(min(i, len(argv)), "serve")
+    return argv
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(with_default_command(sys.argv[1:] if argv is None else argv))
     if args.log_level is None:
         args.log_level = "INFO" if args.command == "serve" else "WARNING"
     if args.command != "serve":

@@ -303,6 +303,11 @@ class ScaleDispatcher:
             st.in_flight = False
             self._wake.set()
 
+    async def settle(self) -> None:
+        """Wait for the applies in flight to finish."""
+        while self._inflight:
+            await asyncio.gather(*list(self._inflight), return_exceptions=True)
+
     async def run(self) -> None:
         """Apply forever (until cancelled)."""
         try:

@@ -10,7 +10,9 @@ status, the pod counts, and whether the activator is in the request path (upstre
 locally it is in the path whenever the mode we last published is proxy or no pod is ready).
 
 Upstream's re-enqueue timers become :attr:`ScalerResult.requeue_at`: the caller reconciles again
-at that instant (or earlier, on any other event), as the work queue would.
+at that instant (or earlier, on any other event), as the work queue would. A reconcile that
+changes the Active condition or the mode asks to be followed at once (upstream: the PA and SKS
+updates come back as informer events).
 
 Two deliberate differences, both about things upstream keeps in etcd and we keep in memory:
 
@@ -164,6 +166,7 @@ class Scaler:
     def reconcile(self, now: float, rs: RevisionScaling, decider_desired: int,
                   excess_burst_capacity: int, pods: PodCounts, num_activators: int) -> ScalerResult:
         """One PA reconcile at ``now`` with the decider's current status and the pod counts."""
+        before = (self.active, self.mode)
         in_path = self.mode == MODE_PROXY or pods.ready == 0
         want, apply, requeue = self._scale(rs, decider_desired, in_path, now)
 
@@ -203,6 +206,10 @@ class Scaler:
         if self.active == ACTIVATING and attempted:
             self.activation_attempted = True  # an activation this reconcile started
 
+        if (self.active, self.mode) != before:
+            # Upstream: the PA status and SKS updates come back as informer events and
+            # reconcile the PA again at once.
+            requeue = 0.0
         failure = pods.failure
         if not failure and self.active == INACTIVE and self.reason == REASON_TIMED_OUT \
                 and self.activation_attempted:

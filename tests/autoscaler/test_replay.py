@@ -51,11 +51,6 @@ def test_replay_reads_stdin_and_keeps_the_tick_key_order() -> None:
     assert list(tick["status"]) == ["desired_scale", "excess_burst_capacity", "informed"]
 
 
-def test_no_subcommand_prints_usage_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main([]) == 2
-    assert "usage:" in capsys.readouterr().err
-
-
 def test_a_bad_line_is_reported_with_its_number(tmp_path: pathlib.Path) -> None:
     bad = tmp_path / "bad.jsonl"
     good = corpus.WINDOWS.read_text(encoding="utf-8").splitlines()[0]
