@@ -26,8 +26,9 @@ from __future__ import annotations
 import heapq
 import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
+from typing import NamedTuple
 
 import numpy as np
 
@@ -48,6 +49,7 @@ logger = logging.getLogger(__name__)
 
 TICK_INTERVAL = 2.0
 Key = tuple[str, str]
+_NO_PODS = PodCounts()
 _BURST_MARGIN = 0.8  # fire a little early: the exact decider has the last word
 
 
@@ -72,8 +74,7 @@ class RevisionInput:
         return self.namespace, self.revision
 
 
-@dataclass(frozen=True, slots=True)
-class DecisionRecord:
+class DecisionRecord(NamedTuple):
     """A published decision (``kdp.v1.Decision``)."""
 
     namespace: str
@@ -92,11 +93,8 @@ class DecisionRecord:
 
     def same_as(self, other: DecisionRecord | None) -> bool:
         """Equal in everything a subscriber acts on (EBC by sign, as upstream informs)."""
-        return other is not None and (
-            self.desired_pods, self.excess_burst_capacity < 0, self.mode, self.num_activators,
-            self.in_panic, self.ready_pods, self.failure) == (
-            other.desired_pods, other.excess_burst_capacity < 0, other.mode,
-            other.num_activators, other.in_panic, other.ready_pods, other.failure)
+        return other is not None and self[2] == other[2] and self[4:8] == other[4:8] \
+            and self[11] == other[11] and (self[3] < 0) == (other[3] < 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,8 +152,10 @@ class MultiScaler:
 
     def __init__(self, config: AutoscalerConfig | None = None, *,
                  progress_deadline: float = DEFAULT_PROGRESS_DEADLINE, pods_grace: float = 2.0,
-                 capacity: int = 1024, collector: Collector | None = None) -> None:
+                 capacity: int = 1024, collector: Collector | None = None,
+                 burst_decisions: bool = True) -> None:
         self.config = config or AutoscalerConfig()
+        self.burst_decisions = burst_decisions
         self.progress_deadline = progress_deadline
         self.pods_grace = pods_grace
         self.collector = collector or Collector(capacity=capacity)
@@ -170,6 +170,9 @@ class MultiScaler:
         self._timer_seq = 0
         self.ticks = 0
         self.out_of_band = 0
+        self.last_tick: dict[str, float] = {}
+        self._decided_at = 0.0
+        self._reconciled = 0
 
     # -- revisions ----------------------------------------------------------------------------
 
@@ -318,15 +321,28 @@ class MultiScaler:
 
     # -- deciding -----------------------------------------------------------------------------
 
-    def tick(self, now_ns: int) -> list[Outcome]:
-        """The 2 s tick: every revision decided at once, then the changed ones reconciled."""
+    def tick(self, now_ns: int, timer: Callable[[], float] | None = None) -> list[Outcome]:
+        """The 2 s tick: every revision decided at once, then the changed ones reconciled.
+
+        ``timer`` (e.g. ``time.perf_counter``, injected by the caller) measures the phases
+        into :attr:`last_tick`: ``record``, ``decide`` (windows and decider for every revision)
+        and ``reconcile`` (the scaler for the revisions that changed) seconds."""
         now = now_ns / NS_PER_S
         self.ticks += 1
+        t0 = timer() if timer else 0.0
         self.collector.flush(now)
         for key in [k for k in self._waiting if now - self._revs[k].synced_at >= self.pods_grace]:
             self._create_decider(self._revs[key], now, None)
-        out = self._decide(self._live_rows(), now_ns)
-        out += self.due(now)
+        out = self.due(now)  # timers that came since the last step
+        t1 = timer() if timer else 0.0
+        out += self._decide(self._live_rows(), now_ns, timer)
+        if timer:
+            t2 = timer()
+            decided = self._decided_at - t1
+            self.last_tick = {"record": t1 - t0, "decide": decided,
+                              "reconcile": t2 - t1 - decided, "total": t2 - t0,
+                              "revisions": float(len(self._by_dec)),
+                              "reconciled": float(self._reconciled)}
         return out
 
     def decide(self, col_rows: Iterable[int], now_ns: int) -> list[Outcome]:
@@ -341,8 +357,11 @@ class MultiScaler:
         self.out_of_band += 1
         return self._decide(np.sort(rows), now_ns)
 
-    def _decide(self, rows: np.ndarray, now_ns: int) -> list[Outcome]:
+    def _decide(self, rows: np.ndarray, now_ns: int,
+                timer: Callable[[], float] | None = None) -> list[Outcome]:
+        self._reconciled = 0
         if not len(rows):
+            self._decided_at = timer() if timer else 0.0
             return []
         now = now_ns / NS_PER_S
         a = self._cols.a
@@ -370,17 +389,22 @@ class MultiScaler:
                         target * (np.ceil(a["threshold"][rows] * r) - 1.0))
         n = a["panic_n"][rows]
         level = np.maximum(panic + n * (need - panic), 0.5 * target) * _BURST_MARGIN
-        level = np.where(valid, level, np.inf)
+        level = np.where(valid & self.burst_decisions, level, np.inf)
         self.collector.set_hints(col, res.desired_scale == 0, level)
 
         todo = np.flatnonzero(res.informed | panic_changed)
+        self._reconciled = len(todo)
+        self._decided_at = timer() if timer else 0.0
         out: list[Outcome] = []
         if len(todo):
             by_dec = self._by_dec
-            for i, row, ds, ebc in zip(todo.tolist(), rows[todo].tolist(),
-                                       res.desired_scale[todo].tolist(),
-                                       res.status_excess_burst_capacity[todo].tolist()):
-                o = self._reconcile(by_dec[row], now, now_ns, ds, ebc)
+            reconcile = self._reconcile
+            for decided in zip(rows[todo].tolist(), res.desired_scale[todo].tolist(),
+                               res.status_excess_burst_capacity[todo].tolist(),
+                               res.num_activators[todo].tolist(),
+                               res.in_panic[todo].tolist(), a["sc"][rows[todo]].tolist(),
+                               a["pc"][rows[todo]].tolist(), a["sr"][rows[todo]].tolist()):
+                o = reconcile(by_dec[decided[0]], now, now_ns, decided[1:])
                 if o is not None:
                     out.append(o)
         return out
@@ -403,38 +427,39 @@ class MultiScaler:
     def next_timer(self) -> float | None:
         return self._timers[0][0] if self._timers else None
 
-    def _reconcile(self, rev: _Revision, now: float, now_ns: int, desired: int | None = None,
-                   ebc: int | None = None) -> Outcome | None:
+    def _reconcile(self, rev: _Revision, now: float, now_ns: int,
+                   decided: tuple[int, int, int, bool, float, float, float] | None = None
+                   ) -> Outcome | None:
+        """One PA reconcile. ``decided`` = (desired, EBC, activators, in panic, stable and
+        panic concurrency, stable rps) from this tick; read from the arrays otherwise."""
         row = rev.dec_row
         assert row is not None
-        if desired is None or ebc is None:
+        pods = rev.pods or _NO_PODS
+        if decided is None:
             st = self.decider.status(row)
-            desired, ebc = st.desired_scale, st.excess_burst_capacity
-        pods = rev.pods or PodCounts()
-        res = rev.scaler.reconcile(now, rev.rs, desired, ebc, pods,
-                                   num_activators(pods.ready, rev.dspec))
+            a = self._cols.a
+            decided = (st.desired_scale, st.excess_burst_capacity,
+                       num_activators(pods.ready, rev.dspec), bool(a["in_panic"][row]),
+                       float(a["sc"][row]), float(a["pc"][row]), float(a["sr"][row]))
+        desired, ebc, n_act, in_panic, sc, pc, sr = decided
+        res = rev.scaler.reconcile(now, rev.rs, desired, ebc, pods, n_act)
         rev.last_result = res
-        if res.requeue_at is not None and (rev.requeue_at is None
-                                           or res.requeue_at < rev.requeue_at
-                                           or rev.requeue_at <= now):
-            rev.requeue_at = res.requeue_at
+        at = res.requeue_at
+        if at is not None and (rev.requeue_at is None or at < rev.requeue_at
+                               or rev.requeue_at <= now):
+            rev.requeue_at = at
             self._timer_seq += 1
-            heapq.heappush(self._timers, (res.requeue_at, self._timer_seq, rev.spec.key))
-        a = self._cols.a
-        record = DecisionRecord(
-            namespace=rev.spec.namespace, revision=rev.spec.revision,
-            desired_pods=res.desired_scale, excess_burst_capacity=ebc, mode=res.mode,
-            num_activators=res.num_activators, in_panic=bool(a["in_panic"][row]),
-            ready_pods=pods.ready, stable_concurrency=float(a["sc"][row]),
-            panic_concurrency=float(a["pc"][row]), stable_rps=float(a["sr"][row]),
-            failure=res.failure, unix_nanos=now_ns)
+            heapq.heappush(self._timers, (at, self._timer_seq, rev.spec.key))
+        spec = rev.spec
+        record = DecisionRecord(spec.namespace, spec.revision, res.desired_scale, ebc, res.mode,
+                                n_act, in_panic, pods.ready, sc, pc, sr, res.failure, now_ns)
         publish = not record.same_as(rev.published)
         if publish:
             rev.published = record
         scale = res.want if res.apply else None
         if not publish and scale is None:
             return None
-        return Outcome(rev.spec.key, record if publish else None, scale)
+        return Outcome(spec.key, record if publish else None, scale)
 
     # -- explaining ---------------------------------------------------------------------------
 
@@ -449,8 +474,8 @@ class MultiScaler:
             "pods": None if rev.pods is None else asdict(rev.pods),
             "windows": self.collector.describe(key, now),
             "scaler": rev.scaler.describe(now),
-            "last_reconcile": None if rev.last_result is None else asdict(rev.last_result),
-            "published": None if rev.published is None else asdict(rev.published),
+            "last_reconcile": None if rev.last_result is None else rev.last_result._asdict(),
+            "published": None if rev.published is None else rev.published._asdict(),
             "requeue_at_unix": rev.requeue_at,
         }
         row = rev.dec_row

@@ -140,11 +140,11 @@ class LoggingScaleTarget:
     """A dry run: logs each change and accepts it."""
 
     def __init__(self) -> None:
-        self.calls: list[tuple[str, str, int]] = []
+        self.calls = 0
 
     async def scale(self, namespace: str, revision: str, replicas: int) -> int:
         logger.info("scale target (dry run): %s/%s -> %d replicas", namespace, revision, replicas)
-        self.calls.append((namespace, revision, replicas))
+        self.calls += 1
         return replicas
 
     async def close(self) -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from autoscaler.config import RevisionScaling
 
@@ -74,8 +75,7 @@ class PodCounts:
         return self.ready + self.not_ready + self.pending > 0
 
 
-@dataclass(frozen=True, slots=True)
-class ScalerResult:
+class ScalerResult(NamedTuple):
     """One reconcile: what to apply, publish and remember."""
 
     want: int

@@ -72,6 +72,8 @@ class ServerOptions:
     """Run the record/tick loop (tests with a fake clock drive ``service.step`` themselves)."""
     config_data: dict[str, str] = field(default_factory=dict)
     """The initial data map when there is no ``config_path``."""
+    burst_decisions: bool = True
+    """Decide a revision between ticks when its current second bursts (see collector)."""
 
 
 def scale_target_from(spec: str) -> ScaleTarget:
@@ -95,7 +97,8 @@ class AutoscalerServer:
         self.config_file = ConfigFile(options.config_path, self.store) \
             if options.config_path else None
         self.multiscaler = MultiScaler(self.store.current,
-                                       progress_deadline=options.progress_deadline)
+                                       progress_deadline=options.progress_deadline,
+                                       burst_decisions=options.burst_decisions)
         self.hub = DecisionHub()
         self.target = scale_target or scale_target_from(options.scale_target)
         self.dispatcher = ScaleDispatcher(self.target, resync_period=options.resync_period)

@@ -61,6 +61,7 @@ class AutoscalerService:
         self.tick_interval = tick_interval
         self.last_tick_seconds = 0.0
         self.tick_seconds: list[float] = []  # recent tick durations (bounded)
+        self.tick_phases: list[dict[str, float]] = []  # recent tick phase timings
         self.pokes = 0
         self.bursts = 0
         self.on_tick: list[Callable[[float], None]] = []
@@ -127,12 +128,18 @@ class AutoscalerService:
 
     def tick(self, now_ns: int) -> list[Outcome]:
         started = time.perf_counter()
-        out = self.ms.tick(now_ns)
+        out = self.ms.tick(now_ns, timer=time.perf_counter)
+        phases = dict(self.ms.last_tick)
+        emitted = time.perf_counter()
         self._emit(out)
         spent = time.perf_counter() - started
+        phases["publish"] = spent - (emitted - started)
+        phases["total"] = spent
         self.last_tick_seconds = spent
         self.tick_seconds.append(spent)
         del self.tick_seconds[:-256]
+        self.tick_phases.append(phases)
+        del self.tick_phases[:-256]
         for cb in self.on_tick:
             cb(spent)
         return out
