@@ -424,6 +424,14 @@ class _QueueProxy(QueueProxyProcess):
         return [sys.executable, "-m", "queueproxy"]
 
 
+HELLO_WITH_BACKLOG = (
+    "import runpy, socketserver, sys; socketserver.TCPServer.request_queue_size = 1024; "
+    "runpy.run_path(sys.argv[1], run_name='__main__')")
+"""The hello app with a listen backlog of 1024 instead of http.server's 5: a burst of
+connections from its queue-proxy (containerConcurrency 0) would overflow 5, and the
+connections dropped there are retried by TCP for tens of seconds."""
+
+
 @dataclass
 class Pod:
     """A pod as the local runtime runs it: the hello app on ``user_port`` and our queue-proxy
@@ -469,7 +477,7 @@ class Pod:
         self.spawned_at = time.monotonic()
         if self.run_app:
             self.app, self.app_log = await spawn_logged(
-                [sys.executable, str(REPO / "examples" / "hello" / "app.py")],
+                [sys.executable, "-c", HELLO_WITH_BACKLOG, str(REPO / "examples" / "hello" / "app.py")],
                 {"PORT": str(self.user_port), **self.app_env}, "hello-")
         env = self._qp_env()
         self.qp = _QueueProxy(env=env, serving_port=self.serving_port, admin_port=int(env["KDP_ADMIN_PORT"]),

@@ -10,9 +10,11 @@ import pytest
 from tests.activator.harness import (
     NS,
     ActivatorProcess,
+    BackendRequest,
     FakeRuntime,
     FakeStatIngest,
     Pod,
+    Reply,
     Response,
     activator,  # noqa: F401 (fixture)
     activator_env,
@@ -238,4 +240,23 @@ async def test_a_client_that_gives_up_frees_its_place_in_the_queue(
         await waiting(act, rev, 1)  # it waits instead of getting 503
         t.cancel()
         await asyncio.gather(t, return_exceptions=True)
+    runtime.publish(rev, deleted=True)
+
+
+async def test_a_request_body_sent_while_waiting_reaches_the_pod_whole(
+        activator: ActivatorProcess, runtime: FakeRuntime) -> None:
+    rev = unique_rev()
+    runtime.publish(rev, timeout=30)
+    body = bytes(range(256)) * 4096  # 1 MiB: more than the engine holds while it waits
+    await enter(activator, rev, "/probe-known", timeout=30)  # the revision is known (that one waits)
+    upload = asyncio.ensure_future(activator.request(rev, "/upload", method="POST", body=body, timeout=20))
+    await waiting(activator, rev, 2)
+    async with fake_pods(1) as (pod,):
+        async def echo_length(req: BackendRequest) -> Reply:
+            data = await req.read_all()
+            return Reply(body=b"%d %d" % (len(data), hash(data) == hash(body)))
+        pod.pod_script = echo_length
+        runtime.publish(rev, ready=[pod.address], timeout=30)
+        r = await upload
+        assert (r.status, r.body) == (200, b"%d 1" % len(body))
     runtime.publish(rev, deleted=True)
