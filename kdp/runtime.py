@@ -137,6 +137,10 @@ class Runtime:
         initial = scaling.initial_scale
         logger.info("revision %s/%s: initial scale %d", rev.namespace, rev.name, initial)
         self.supervisor.scale(rev.key, initial)
+        if initial == 0 and self.catalog.mark_ready(rev.key):
+            # upstream: with initial scale 0 a revision is ready without a pod (it starts from
+            # zero on its first request), so latestRevision traffic moves to it at once
+            self._routes_changed()
 
     async def delete_service(self, namespace: str, service: str) -> None:
         gone = self.catalog.delete_service(namespace, service)
@@ -260,6 +264,10 @@ class Runtime:
                     "restarts": counts.restarts if counts else 0,
                     "failure": (counts.failure if counts else "") or (d.failure if d is not None else ""),
                     "last_event": rp.last_event if rp is not None else "",
+                    "pods": [] if rp is None else [{
+                        "name": p.name, "address": p.address, "phase": p.phase.value, "restarts": p.restarts,
+                        "pids": {c: child.pid for c, child in p.children.items() if child is not None},
+                    } for p in rp.pods.values()],
                     "autoscaler": None if d is None else {
                         "desired": d.desired_pods, "mode": _MODES.get(d.mode, ""), "in_panic": d.in_panic,
                         "stable_concurrency": round(d.stable_concurrency, 3),

@@ -39,12 +39,15 @@ async def wait_listening(host: str, port: int, timeout: float, alive: Child | No
     return False
 
 
-def autoscaler_command(python: str, *, host: str, port: int, scale_target: str,
-                       config_file: str | None) -> list[str]:
-    """``python -m autoscaler serve`` listening on ``host:port`` (StatIngest, DecisionFeed,
-    AutoscalerControl), scaling through the runtime's ScaleTarget at ``scale_target``."""
-    argv = [python, "-m", "autoscaler", "--log-level", "INFO", "serve", "--grpc-address", f"{host}:{port}",
-            "--scale-target", scale_target]
+def autoscaler_command(python: str, *, host: str, port: int, scale_target: str, config_file: str | None,
+                       debug_port: int = 0) -> list[str]:
+    """``python -m autoscaler serve`` on ``host``: gRPC (StatIngest, DecisionFeed,
+    AutoscalerControl) on ``port``, scaling through the runtime's ScaleTarget at
+    ``scale_target``; its websocket and metrics listeners on any free port (nothing local
+    uses them), its debug endpoint on ``debug_port``."""
+    argv = [python, "-m", "autoscaler", "--log-level", "INFO", "serve", "--bind", host, "--grpc-port", str(port),
+            "--websocket-port", "0", "--metrics-port", "0", "--debug-port", str(debug_port),
+            "--scale-target", f"grpc://{scale_target}", "--log-format", "json"]
     if config_file:
         argv += ["--config", config_file]
     return argv

@@ -138,6 +138,7 @@ class Up:
         self._mtimes: dict[str, tuple[float, int]] = {}
         self._file_services: dict[str, set[tuple[str, str]]] = {}
         self.log_file: LogFile | None = None
+        self.autoscaler_debug = ""
         self._handlers: list[logging.Handler] = []
 
     # -- status -----------------------------------------------------------------------------
@@ -150,6 +151,7 @@ class Up:
             "processes": {p.name: p.state + (f" ({p.restarts} restarts)" if p.restarts else "")
                           for p in (self.autoscaler, self.activator) if p is not None},
             "messages": list(self.messages.lines),
+            "autoscaler_debug": self.autoscaler_debug,
         })
         return doc
 
@@ -268,7 +270,8 @@ class Up:
             config_file = os.path.abspath(os.path.join(o.state_dir, "config-autoscaler.yaml"))
             with open(config_file, "w", encoding="utf-8") as f:
                 yaml.safe_dump(config_data, f)
-        as_port, metrics_port = free_ports(2, o.host)
+        as_port, metrics_port, debug_port = free_ports(3, o.host)
+        self.autoscaler_debug = f"http://{o.host}:{debug_port}"
         as_address = f"{o.host}:{as_port}"
         env = {**os.environ, **dict(o.extra_env)}
         self.runtime = Runtime(RuntimeConfig(
@@ -280,7 +283,8 @@ class Up:
         sink = self.log_file.child_line if self.log_file else None
         self.autoscaler = ServiceProcess(
             "autoscaler", autoscaler_command(o.python, host=o.host, port=as_port,
-                                             scale_target=self.runtime.feed_address, config_file=config_file),
+                                             scale_target=self.runtime.feed_address, config_file=config_file,
+                                             debug_port=debug_port),
             env, host=o.host, port=as_port, sink=sink)
         await self.autoscaler.start()
         self.activator = ServiceProcess(

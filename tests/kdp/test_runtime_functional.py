@@ -213,3 +213,13 @@ async def test_deleting_a_service_stops_its_pods_and_tells_everyone(world: Any) 
         await eventually(lambda: (s := fa.last_spec("hello-00001")) and s.deleted, what="deleted revision")
     finally:
         await endpoints.close()
+
+
+async def test_a_revision_with_initial_scale_zero_takes_traffic_at_once(world: Any) -> None:
+    rt, fa = world
+    zero = {"autoscaling.knative.dev/initial-scale": "0"}
+    rt.apply(service("a", annotations=zero))
+    rt.apply(service("b", annotations=zero))
+    # upstream: ready without a pod, so latestRevision moves on without waiting for one
+    assert [(r.name, r.splits) for r in rt.catalog.routes] == [("hello", (("hello-00002", 100),))]
+    assert rt.supervisor.revisions[("default", "hello-00002")].pods == {}
