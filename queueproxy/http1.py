@@ -12,7 +12,8 @@ the apps.
 The common path runs entirely inside protocol callbacks: no task, no future, one timer.
 
 Errors the client sees from the engine itself:
-    400  malformed request line or headers (connection closed)
+    400  malformed request line or headers, no or several Host headers (connection closed)
+    501  a transfer coding other than chunked (connection closed)
     431  request head larger than ``Limits.max_head_bytes`` (connection closed)
     408  head not complete within ``Limits.header_timeout`` (connection closed)
     502  the upstream refused, reset or closed before answering (body: the error text)
@@ -620,6 +621,8 @@ class ServerConnection(asyncio.Protocol):
             prior = sp[i]
             if prior is None:
                 sp[i] = value
+            elif i == H_HOST:
+                raise _BadHead(400, b"too many Host headers\n")
             elif i == H_XFF or i == H_CONNECTION:
                 if i == H_XFF and sp[H_XFF_FIRST] is None:
                     sp[H_XFF_FIRST] = prior
@@ -639,7 +642,10 @@ class ServerConnection(asyncio.Protocol):
             if lname == b"content-length":
                 ex.content_length = int(value)
             elif lname == b"transfer-encoding":
-                ex.chunked = b"chunked" in value.lower()
+                # Only chunked, as Go's server: another coding could not be re-framed faithfully.
+                if value.strip().lower() != b"chunked" or ex.chunked:
+                    raise _BadHead(501, b"unsupported transfer encoding\n")
+                ex.chunked = True
         if ex.chunked:
             ex.content_length = None
         ex._body_done = not ex.chunked and not ex.content_length

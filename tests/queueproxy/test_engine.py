@@ -349,6 +349,18 @@ def test_a_head_over_the_limit_gets_431() -> None:
     assert r.client.closed and not r.pool.pending
 
 
+@pytest.mark.parametrize(("raw", "status"), [
+    pytest.param(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501,
+                 id="another-coding"),
+    pytest.param(b"GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n", 400, id="two-hosts"),
+])
+def test_a_request_the_app_could_misread_is_refused(raw: bytes, status: int) -> None:
+    r = Rig()
+    r.send(raw)
+    assert r.client.take().startswith(b"HTTP/1.1 %d " % status) and r.client.closed
+    assert r.app.seen == [] and not r.pool.pending
+
+
 def test_repeated_request_headers_keep_the_first_line_except_lists() -> None:
     r = Rig()
     r.app.local = lambda ex: ex.respond(204) or True
