@@ -18,6 +18,7 @@ from tests.queueproxy.harness import (  # noqa: F401 (fixtures)
     app,
     build_request,
     fetch,
+    kdp_only,
     qps,
 )
 
@@ -56,6 +57,25 @@ async def test_a_malformed_request_gets_400_and_the_connection_closes(
     answer = await answer_and_close(qp, raw)
     assert status_of(answer) == 400
     assert not [r for r in app.requests if r.method == "POST"]  # nothing half-parsed went to the app
+    await still_serving(qp)
+
+
+@pytest.mark.parametrize(("raw", "ours", "upstreams"), [
+    pytest.param(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501, 501,
+                 id="gzip-chunked"),
+    pytest.param(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 b"0\r\n\r\n", 400, 501, id="chunked-twice"),
+    pytest.param(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, 400, id="two-hosts"),
+    pytest.param(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 b"0\r\n\r\n", 400, None, id="length-and-chunked",
+                 marks=kdp_only("upstream serves it, trusting Transfer-Encoding over Content-Length")),
+])
+async def test_ambiguous_framing_or_routing_is_refused_before_the_app_sees_it(
+        app: FakeBackend, qps: QueueProxies, raw: bytes, ours: int, upstreams: int | None) -> None:
+    qp = await qps.get(app.port)
+    answer = await answer_and_close(qp, raw)
+    assert status_of(answer) == (upstreams if AGAINST_UPSTREAM else ours)
+    assert app.requests == []
     await still_serving(qp)
 
 

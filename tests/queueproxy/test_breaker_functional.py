@@ -106,22 +106,34 @@ async def test_a_client_that_gives_up_while_queued_frees_its_place(app: FakeBack
     gate = asyncio.Event()
     app.script = gated(gate)
     holder = await open_requests(qp, ["/holder"])
+    waiters: list[Client] = []
     quitters = await open_requests(qp, [f"/quit{i}" for i in range(10)])
     try:
         await wait_concurrency(qp, 11)
         assert (await fetch(qp.serving_port, "GET", "/full", timeout=3)).status == 503
         for c in quitters:
             await c.close()
-        waiter = (await open_requests(qp, ["/waiter"]))[0]
-        await asyncio.sleep(0.2)
+
+        async def admitted() -> Client | None:
+            # Upstream notices a gone client a moment later than we do: try a few times.
+            c = (await open_requests(qp, ["/waiter"]))[0]
+            waiters.append(c)
+            try:
+                refused = await asyncio.wait_for(c.response(), 0.3)
+            except TimeoutError:
+                return c  # no answer while the gate is shut: it waits in the queue
+            assert refused.status == 503
+            return None
+
+        waiter = await eventually(admitted, timeout=3, interval=0.1, what="a place in the queue")
         gate.set()
         assert (await holder[0].response()).body == b"/holder"
         assert (await waiter.response()).body == b"/waiter"
-        await waiter.close()
         assert not any(r.target.startswith("/quit") for r in app.requests)
     finally:
         gate.set()
-        await holder[0].close()
+        for c in (*holder, *waiters):
+            await c.close()
 
 
 async def test_concurrency_zero_means_no_limit(app: FakeBackend, qps: QueueProxies) -> None:
