@@ -436,6 +436,13 @@ class Exchange:
         self.bytes_out += len(chunk)
         self._write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if self._resp_chunked else chunk)
 
+    def response_trailers(self, lines: list[bytes]) -> None:
+        """Trailer lines (``b"Name: value\\r\\n"``) of a chunked upstream body, just before its
+        end: they close the chunked body sent to the client (an unchunked one drops them)."""
+        if self.state == 1 and self._resp_chunked:
+            self._resp_chunked = False  # the last chunk is written here, not in response_end
+            self.conn.write(b"".join([b"0\r\n", *lines, b"\r\n"]))
+
     def response_end(self) -> None:
         """The upstream response is complete; the upstream connection was released."""
         self.upstream = None

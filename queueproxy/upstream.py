@@ -36,6 +36,7 @@ class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
         "pool", "transport", "parser", "ex", "reused", "got_bytes", "closed", "reason", "headers",
         "has_length", "chunked", "keep_alive", "head_done", "tunnel", "fresh_parser", "wbuf", "hop",
+        "n_head",
     )
 
     def __init__(self, pool: UpstreamPool) -> None:
@@ -53,6 +54,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.chunked = False
         self.keep_alive = True
         self.head_done = False
+        self.n_head = 0
+        """How many of ``headers`` belong to the head; any later ones are a chunked body's trailers."""
         self.tunnel: ServerConnection | None = None
         self.fresh_parser = False
         self.wbuf: list[bytes] | None = None
@@ -221,6 +224,7 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self.head_done = True
         headers = self.headers
+        self.n_head = len(headers)
         for lname, line in self.hop:
             if lname == b"connection":  # drop what Connection names, too (rare)
                 tokens = {t.strip().lower() for t in line.split(b":", 1)[1].split(b",")} - {b"close", b"keep-alive"}
@@ -255,6 +259,10 @@ class UpstreamConnection(asyncio.Protocol):
         else:
             self._close()
         if ex is not None:
+            if self.chunked and len(self.headers) > self.n_head:  # trailers came after the body
+                pass_on = getattr(ex, "response_trailers", None)
+                if pass_on is not None:
+                    pass_on(self.headers[self.n_head:])
             ex.response_end()
 
     def _become_tunnel(self, rest: bytes) -> None:

@@ -215,6 +215,19 @@ def test_a_response_without_length_is_rechunked_for_an_http11_client() -> None:
     assert not r.client.closed  # the client's connection stays usable
 
 
+def test_trailers_of_a_chunked_response_close_the_chunked_body_for_the_client() -> None:
+    r = Rig()
+    r.send(req())
+    up, _ = r.upstream()
+    up.data_received(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n"
+                     b"2\r\nok\r\n0\r\nX-Sum: 1\r\nX-More: 2\r\n\r\n")
+    out = r.client.take()
+    assert out.endswith(b"\r\n\r\n2\r\nok\r\n0\r\nX-Sum: 1\r\nX-More: 2\r\n\r\n")
+    r.send(req("GET", "/next"))  # both sides stay in step
+    up.data_received(OK)
+    assert r.client.take().endswith(b"\r\n\r\nok")
+
+
 def test_pipelined_requests_are_answered_in_order() -> None:
     r = Rig()
     r.send(req("GET", "/1") + req("GET", "/2") + req("GET", "/3"))
