@@ -175,6 +175,11 @@ class QueueProxyProcess:
         return (1 << 20) + 4096 if AGAINST_UPSTREAM else int(self.env.get("KDP_MAX_HEADER_BYTES", "65536"))
 
     @property
+    def serves_metrics(self) -> bool:
+        """:9091 is served only when OBSERVABILITY_CONFIG asks for Prometheus request metrics."""
+        return "prometheus" in self.env.get("OBSERVABILITY_CONFIG", "")
+
+    @property
     def pid(self) -> int:
         assert self.proc is not None
         return self.proc.pid
@@ -210,7 +215,9 @@ class QueueProxyProcess:
                             "run against it alone (e.g. in `unshare -rn`)")
                     await asyncio.sleep(0.05)
         await self.spawn()
-        ports = [self.serving_port, self.admin_port, self.stat_port, self.metrics_port]
+        ports = [self.serving_port, self.admin_port, self.stat_port]
+        if self.serves_metrics:
+            ports.append(self.metrics_port)
         deadline = time.monotonic() + START_TIMEOUT
         pending = set(ports)
         while pending:

@@ -115,3 +115,11 @@ async def test_integers_are_read_as_go_does(app: FakeBackend, qps: QueueProxies)
     qp = await qps.fresh(app.port, CONTAINER_CONCURRENCY="0x2", REVISION_TIMEOUT_SECONDS="1_000",
                          USER_PORT=str(app.port))
     assert (await fetch(qp.serving_port, "GET", "/")).status == 200
+
+
+async def test_prometheus_metrics_are_served_only_when_the_observability_config_asks(
+        app: FakeBackend, qps: QueueProxies) -> None:
+    qp = await qps.fresh(app.port, OBSERVABILITY_CONFIG=None)
+    assert (await fetch(qp.serving_port, "GET", "/")).status == 200
+    with pytest.raises(OSError):
+        await fetch(qp.metrics_port, "GET", "/metrics", host="pod", timeout=2)
