@@ -254,7 +254,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.ex = None
         self.head_done = False
         self.reused = True
-        if self.keep_alive and ex is not None and not ex.upgrade:
+        # Reuse only a connection that carried the whole request: after an early answer the
+        # app still waits for the rest of the body and would read the next request as body.
+        if self.keep_alive and ex is not None and not ex.upgrade and ex._body_done:
             self.pool.put_idle(self)
         else:
             self._close()

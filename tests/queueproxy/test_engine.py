@@ -202,6 +202,15 @@ def test_the_response_streams_back_and_the_upstream_connection_is_reused() -> No
     assert ut.take().startswith(b"GET /second HTTP/1.1")
 
 
+def test_an_upstream_connection_is_not_reused_when_the_response_came_before_the_whole_request_body() -> None:
+    r = Rig()
+    r.send(req("POST", "/up", ("Content-Length: 10",)) + b"01234")
+    up, ut = r.upstream()
+    up.data_received(OK)  # an early answer: the app still expects five more bytes
+    assert r.client.take().endswith(b"\r\n\r\nok") and r.client.closed
+    assert r.pool.idle == [] and ut.closed
+
+
 def test_a_response_without_length_is_rechunked_for_an_http11_client() -> None:
     r = Rig()
     r.send(req())

@@ -200,6 +200,30 @@ async def test_request_methods_pass_through(app: FakeBackend, qps: QueueProxies)
         assert resp.body == f"{method} {len(body or b'')}".encode()
 
 
+@kdp_only("upstream holds an early answer back while the client still owes request body bytes")
+async def test_an_upstream_connection_whose_request_body_was_cut_short_is_not_reused(
+        app: FakeBackend, qps: QueueProxies) -> None:
+    """The app answers an upload early and keeps its connection, still expecting the rest of the
+    body; the proxy stops sending it (the client's connection closes). That upstream connection
+    must not carry the next request: the app would read it as body bytes."""
+    qp = await qps.get(app.port)
+
+    async def early(req: BackendRequest) -> Reply | None:
+        if req.method == "POST":
+            await req.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nearly")
+            return None  # the harness then reads the rest of the body, as servers do
+        return Reply(body=b"next")
+
+    app.script = early
+    async with await Client.connect(qp.serving_port) as c:
+        await c.send(build_request("POST", "/upload", [("Content-Length", "100000")]) + b"x" * 1000)
+        resp = await c.response()
+        assert (resp.status, resp.body) == (200, b"early")
+    for _ in range(3):
+        resp = await fetch(qp.serving_port, "GET", "/after", timeout=3)
+        assert (resp.status, resp.body) == (200, b"next")
+
+
 @pytest.mark.xfail(not AGAINST_UPSTREAM, strict=True,
                    reason="known gap: httptools (llhttp) refuses methods outside its table with 400")
 async def test_an_unregistered_method_token_passes_through(app: FakeBackend, qps: QueueProxies) -> None:
