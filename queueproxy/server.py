@@ -71,7 +71,11 @@ class QueueProxy:
                                      config.pod_name)
             sinks = (self.pusher,)
         self.reporter = StatReporter(self.stats, config.pod_name, loop=self.loop, sinks=sinks)
-        limits = Limits(max_head_bytes=config.max_head_bytes, header_timeout=config.header_timeout)
+        # No idle limit on client connections, as upstream's servers: the ingress and the
+        # activator pool their connections (Go's transport for 90 s, Envoy for an hour), and a
+        # server closing them sooner races their next request, which then fails.
+        limits = Limits(max_head_bytes=config.max_head_bytes, header_timeout=config.header_timeout,
+                        idle_keepalive=float("inf"))
         self.main = HttpServer(self.handler, loop=self.loop, limits=limits, h2_factory=_h2_factory())
         self.admin = HttpServer(DrainApp(self.drainer, lambda: self.terminating), loop=self.loop)
         self.stat_server = HttpServer(StatApp(lambda: self.reporter.snapshot), loop=self.loop)

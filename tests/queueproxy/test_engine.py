@@ -398,6 +398,21 @@ def test_repeated_request_headers_keep_the_first_line_except_lists() -> None:
 # ---- timeouts on the fake clock ---------------------------------------------------------------
 
 
+def test_without_an_idle_limit_a_kept_alive_connection_stays_open_while_slow_heads_are_still_cut() -> None:
+    r = Rig(limits=Limits(header_timeout=5.0, idle_keepalive=float("inf")))
+    r.send(req())
+    up, _ = r.upstream()
+    up.data_received(OK)
+    r.client.take()
+    r.loop.advance(86400.0)
+    r.conn.sweep(r.loop.time())
+    assert not r.client.closed
+    r.send(b"GET / HTTP/1.1\r\n")  # then nothing more
+    r.loop.advance(6.0)
+    r.conn.sweep(r.loop.time())
+    assert r.client.take().startswith(b"HTTP/1.1 408 ") and r.client.closed
+
+
 def test_no_response_within_the_total_timeout_gives_504() -> None:
     r = Rig(timeouts=(2.0, 0.0, 0.0))
     r.send(req())
