@@ -129,7 +129,7 @@ class Prober:
     def __init__(self, on_change: Callable[[RevisionKey, frozenset[str]], object], *,
                  check: CheckFn = probe_queue_proxy, frequency: float = 0.2, timeout: float = 0.3,
                  use_not_ready: bool = True, trust_ready: bool = False, clock: Clock | None = None,
-                 metrics: ActivatorMetrics | None = None, fast_retry: float = 0.0, fast_factor: float = 1.15) -> None:
+                 metrics: ActivatorMetrics | None = None, fast_retry: float = 0.0, fast_factor: float = 1.05) -> None:
         self.on_change = on_change
         self.check = check
         self.frequency = frequency

@@ -160,7 +160,8 @@ async def run(args: argparse.Namespace) -> tuple[Summary, list[Result]]:
     autoscaler = await FakeAutoscaler().start()
     runtime = await FakeRuntime().start()
     act = ActivatorProcess(activator_env(autoscaler=f"127.0.0.1:{autoscaler.port}",
-                                         backends=f"grpc://{runtime.address}", KDP_LOG_LEVEL="WARNING"))
+                                         backends=f"grpc://{runtime.address}", KDP_LOG_LEVEL="WARNING",
+                                         **dict(kv.split("=", 1) for kv in args.env)))
     pods: Runtime | None = None
     try:
         await act.start()
@@ -204,7 +205,8 @@ def report(s: Summary, args: argparse.Namespace) -> str:
              f"{s.ttfb_ms.get('max', math.nan):.0f} |", "",
              "| pod | asked at s | spawned at s | ready at s |", "|---|---|---|---|"]
     for i, p in enumerate(s.pods):
-        lines.append(f"| {i} | {p.asked_s:.3f} | {p.spawned_s:.3f} | {p.ready_s:.3f} |")
+        ready = f"{p.ready_s:.3f}" if not math.isnan(p.ready_s) else "not before the last answer"
+        lines.append(f"| {i} | {p.asked_s:.3f} | {p.spawned_s:.3f} | {ready} |")
     if s.errors:
         lines += ["", "errors: " + ", ".join(f"{k} x{n}" for k, n in s.errors.items())]
     return "\n".join(lines)
@@ -248,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-pods", type=int, default=5)
     ap.add_argument("--app-sleep", type=float, default=0.0)
     ap.add_argument("--name", default="activator_burst", help="output file stem under bench/out")
+    ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="extra activator env")
     args = ap.parse_args(argv)
     summary, results = asyncio.run(run(args))  # the driver; the services use uvloop
     table = report(summary, args)
