@@ -193,14 +193,22 @@ class _Chunk:
 
 
 @dataclass(frozen=True, slots=True)
-class _Stats:
-    """What the pods and the activator will report about one second."""
+class _Stat:
+    """The fields of upstream's ``Stat`` the windows read (revision totals)."""
 
-    pods_ready: bool
-    pod_concurrency: float  # net of proxied
-    pod_rps: float
-    activator_concurrency: float
-    activator_rps: float
+    concurrency: float = 0.0
+    proxied_concurrency: float = 0.0
+    request_count: float = 0.0
+    proxied_request_count: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Stats:
+    """What the pods (None: none ready, nothing to scrape) and the activator report about
+    one second."""
+
+    pods: _Stat | None
+    activator: _Stat
 
 
 class _Run:
@@ -249,8 +257,9 @@ class _Run:
         if pods is None:
             load = rps0 if s.scaling_metric == RPS else conc0
             pods = max(1, s.apply_bounds(math.ceil(load / s.target_value), True))
+        steady = _Stat(concurrency=conc0, request_count=rps0)
         for k in range(1 - math.ceil(s.stable_window), 1):  # a full window of steady load
-            self._record(k, conc0, rps0)
+            self._record(k, steady)
         self.deploy.add_ready(pods, 0.0)
         decider = Decider(self.spec, ns(0), pods)
         decider.set_panic_state(None, 0)  # running for long: no restart panic
@@ -276,7 +285,7 @@ class _Run:
             rec = self._reconcile(i)
             if rec.mode == PROXY and self.trace.rps[i] > 0 and not self.tracked:
                 self.tracked, self.first_adj = True, 1.0  # the activator's immediate stat
-                self._record(i, 1.0, 1.0)
+                self._record(i, _Stat(concurrency=1.0, request_count=1.0))
                 if self.decider.status.desired_scale == 0:
                     if "poke" not in kinds:
                         kinds.append("poke")
@@ -285,9 +294,13 @@ class _Run:
             self._serve(i, rec, "+".join(kinds), stable, panic)
         return self._result()
 
-    def _record(self, instant: int, concurrency: float, rps: float) -> None:
+    def _record(self, instant: int, stat: _Stat) -> None:
+        """As the collector records a Stat: what did not come through the activator."""
         t = ns(instant)
-        value = rps if self.by_rps else concurrency
+        if self.by_rps:
+            value = stat.request_count - stat.proxied_request_count
+        else:
+            value = stat.concurrency - stat.proxied_concurrency
         for ring in self.observed:
             ring.record(t, value)
 
@@ -296,16 +309,18 @@ class _Run:
         st = self.pending
         if st is None:
             return False
-        if st.pods_ready:  # a scrape finds no pod to ask when none is ready
-            self._record(i, st.pod_concurrency, st.pod_rps)
+        if st.pods is not None:  # a scrape finds no pod to ask when none is ready
+            self._record(i, st.pods)
         if not self.tracked:
             return False
-        conc = max(0.0, st.activator_concurrency - self.first_adj)
-        self._record(i, conc, st.activator_rps - self.first_adj)
+        act = st.activator
+        reported = _Stat(concurrency=max(0.0, act.concurrency - self.first_adj),
+                         request_count=act.request_count - self.first_adj)
+        self._record(i, reported)
         self.first_adj = 0.0
-        if st.activator_concurrency == 0:
+        if act.concurrency == 0:
             self.tracked = False  # an idle period: the activator forgets the revision
-        return conc != 0 and self.decider.status.desired_scale == 0
+        return reported.concurrency != 0 and self.decider.status.desired_scale == 0
 
     def _observe(self, i: int) -> tuple[float | None, float | None]:
         stable, panic = self.observed
@@ -390,10 +405,11 @@ class _Run:
         working = started * latency
         waiting = (before + self.backlog) / 2.0
         conc = working + waiting
-        if rec.mode == PROXY:
-            self.pending = _Stats(ready > 0, 0.0, 0.0, conc, arrivals)
-        else:
-            self.pending = _Stats(ready > 0, conc, arrivals, 0.0, 0.0)
+        if rec.mode == PROXY:  # everything came through the activator, which counts it
+            pods = _Stat(working, working, started, started)
+            self.pending = _Stats(pods if ready else None, _Stat(conc, 0.0, arrivals, 0.0))
+        else:  # straight to the queue-proxies, where the waiting requests queue
+            self.pending = _Stats(_Stat(conc, 0.0, arrivals, 0.0) if ready else None, _Stat())
         d = self.decider
         self.timeline.append(Second(
             t=i, rps=arrivals, latency_ms=latency * 1000.0,

@@ -122,9 +122,11 @@ def timeline_rows(result: SimulationResult) -> list[dict[str, Any]]:
     """One dict per second, keys in :data:`TIMELINE_FIELDS` order, floats rounded."""
     rows = []
     for s in result.timeline:
-        row = asdict(s)
-        rows.append({k: _r(v, 6) if isinstance(v, float) else v
-                     for k, v in ((k, row[k]) for k in TIMELINE_FIELDS)})
+        row = {}
+        for k in TIMELINE_FIELDS:
+            v = getattr(s, k)
+            row[k] = round(v, 6) if type(v) is float else v
+        rows.append(row)
     return rows
 
 

@@ -96,7 +96,8 @@ def test_config_errors_name_the_scenario_key_value_and_range() -> None:
 def test_annotation_errors_list_every_problem() -> None:
     spec = ScenarioSpec(name="s", annotations={f"{GROUP}/window": "2s",
                                                f"{GROUP}/target": "0"})
-    with pytest.raises(ScenarioError, match="invalid annotations: .*target=.0.: out of range.*window=.2s.: out of range"):
+    pattern = "invalid annotations: .*target=.0.: out of range.*window=.2s.: out of range"
+    with pytest.raises(ScenarioError, match=pattern):
         resolve(spec)
 
 
