@@ -27,7 +27,9 @@ Each second ``i`` of the trace (the instant ``i`` starts it; second ``i`` runs t
 
 Simplifications, all in the open: stats are exact revision totals (as the gRPC push gives
 them; upstream's scrape samples at most 16 pods); the activators are modelled as one; the
-path of in-flight requests follows the mode of the second; pods stop at once when removed.
+path of in-flight requests follows the mode of the second; pods stop at once when removed;
+waiting requests never time out (upstream fails them after the revision's timeout); the scaler
+reconciles every second (upstream: on events and timers).
 
 Instants are whole seconds of simulation time, mapped to Unix time ``T0_UNIX_S + i`` for the
 windows and the decider. Pure: no I/O, no clock; :mod:`autoscaler.simulate_report` turns the
