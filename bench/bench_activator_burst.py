@@ -7,8 +7,10 @@ least 1 on the poke, at most ``--max-pods``); the fake runtime starts each pod `
 seconds after it is asked (a slow image pull, say), then runs our queue-proxy in front of
 ``examples/hello/app.py``, lists it not ready at once and ready once its queue-proxy says so.
 The burst: ``--requests`` connections opened at once, one request each (``?sleep=`` app time
-``--app-sleep``). Reported: every request's status, time to first byte and the activator's
-``Server-Timing`` wait; pods over time. Target (issue 4): zero 5xx, every request answered.
+``--app-sleep``), sent by a separate client process (so the driver starting pod processes
+never stalls the client). Reported: every request's status, time to first byte and the
+activator's ``Server-Timing`` wait; pods over time. Target (issue 4): zero 5xx, every request
+answered.
 Writes ``bench/out/activator_burst.{md,json,png}``.
 
     python -m bench.bench_activator_burst [--requests 1000] [--start-delay 1.0] [--target 100] [--max-pods 5]
@@ -75,9 +77,8 @@ class Summary:
 class Runtime:
     """The fake runtime's pods for the revision, started on the fake autoscaler's word."""
 
-    def __init__(self, runtime: FakeRuntime, t0: float, start_delay: float, target: float, max_pods: int) -> None:
+    def __init__(self, runtime: FakeRuntime, start_delay: float, target: float, max_pods: int) -> None:
         self.runtime = runtime
-        self.t0 = t0
         self.start_delay = start_delay
         self.target = target
         self.max_pods = max_pods
@@ -92,7 +93,7 @@ class Runtime:
                 continue
             want = max(1, math.ceil(m.stat.average_concurrent_requests / self.target))
             for _ in range(min(want, self.max_pods) - len(self.events)):
-                ev = PodEvent(time.monotonic() - self.t0)
+                ev = PodEvent(time.monotonic())
                 self.events.append(ev)
                 self.tasks.append(asyncio.ensure_future(self._start(ev)))
 
@@ -101,10 +102,10 @@ class Runtime:
         pod = Pod(REV)
         self.pods.append(pod)
         await pod.spawn()
-        ev.spawned_s = time.monotonic() - self.t0
+        ev.spawned_s = time.monotonic()
         self._publish()
         await pod.wait_ready(timeout=30)
-        ev.ready_s = time.monotonic() - self.t0
+        ev.ready_s = time.monotonic()
         self.ready.append(pod)
         self._publish()
 
@@ -147,6 +148,25 @@ async def one_request(port: int, t0: float, target: str) -> Result:
         writer.close()
 
 
+async def client(port: int, requests: int, target: str) -> None:
+    """The burst, in its own process: prints the start time, then every result as JSON."""
+    t0 = time.monotonic()
+    print(json.dumps({"t0": t0}), flush=True)
+    results = await asyncio.gather(*(one_request(port, t0, target) for _ in range(requests)))
+    print(json.dumps([asdict(r) for r in results]), flush=True)
+
+
+async def burst(port: int, requests: int, target: str) -> tuple[float, list[Result]]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.bench_activator_burst", "--client", str(port), "--requests", str(requests),
+        "--target-path", target, cwd=ROOT, stdout=asyncio.subprocess.PIPE, limit=64 << 20)
+    assert proc.stdout is not None
+    t0 = json.loads(await proc.stdout.readline())["t0"]
+    results = [Result(**r) for r in json.loads(await proc.stdout.readline())]
+    await proc.wait()
+    return t0, results
+
+
 def pcts(values: list[float]) -> dict[str, float]:
     v = sorted(x for x in values if not math.isnan(x))
     if not v:
@@ -172,11 +192,12 @@ async def run(args: argparse.Namespace) -> tuple[Summary, list[Result]]:
             return (await act.health()).status == 200
         await eventually(healthy, what="activator healthy")
         await asyncio.sleep(0.3)  # the revision known
-        t0 = time.monotonic()
-        pods = Runtime(runtime, t0, args.start_delay, args.target, args.max_pods)
+        pods = Runtime(runtime, args.start_delay, args.target, args.max_pods)
         autoscaler.on_batch = pods.on_batch
         target = f"/?sleep={args.app_sleep}" if args.app_sleep else "/"
-        results = await asyncio.gather(*(one_request(act.port, t0, target) for _ in range(args.requests)))
+        t0, results = await burst(act.port, args.requests, target)
+        for ev in pods.events:
+            ev.asked_s, ev.spawned_s, ev.ready_s = ev.asked_s - t0, ev.spawned_s - t0, ev.ready_s - t0
         statuses = Counter(str(r.status) for r in results)
         errors = Counter(r.error for r in results if r.error)
         summary = Summary(args.requests, sum(1 for r in results if r.status), dict(statuses), dict(errors),
@@ -205,8 +226,9 @@ def report(s: Summary, args: argparse.Namespace) -> str:
              f"{s.ttfb_ms.get('max', math.nan):.0f} |", "",
              "| pod | asked at s | spawned at s | ready at s |", "|---|---|---|---|"]
     for i, p in enumerate(s.pods):
+        spawned = f"{p.spawned_s:.3f}" if not math.isnan(p.spawned_s) else "-"
         ready = f"{p.ready_s:.3f}" if not math.isnan(p.ready_s) else "not before the last answer"
-        lines.append(f"| {i} | {p.asked_s:.3f} | {p.spawned_s:.3f} | {ready} |")
+        lines.append(f"| {i} | {p.asked_s:.3f} | {spawned} | {ready} |")
     if s.errors:
         lines += ["", "errors: " + ", ".join(f"{k} x{n}" for k, n in s.errors.items())]
     return "\n".join(lines)
@@ -251,7 +273,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--app-sleep", type=float, default=0.0)
     ap.add_argument("--name", default="activator_burst", help="output file stem under bench/out")
     ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="extra activator env")
+    ap.add_argument("--client", type=int, metavar="PORT", help=argparse.SUPPRESS)  # the burst's own process
+    ap.add_argument("--target-path", default="/", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.client:
+        asyncio.run(client(args.client, args.requests, args.target_path))
+        return 0
     summary, results = asyncio.run(run(args))  # the driver; the services use uvloop
     table = report(summary, args)
     print(table)

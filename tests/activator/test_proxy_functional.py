@@ -241,7 +241,9 @@ async def test_a_slow_pod_gets_the_revision_timeout_as_a_504(activator: Activato
 async def test_grpc_goes_through_the_activator_over_h2c(activator: ActivatorProcess, runtime: FakeRuntime) -> None:
     rev = unique_rev()
     async with running_grpc_backend() as app, Pod(rev, run_app=False, user_port=app.port) as pod:
-        runtime.publish(rev, ready=[pod.address])
+        # containerConcurrency 1: each call holds the pod's one slot, so a slot not given back
+        # would stall the next call
+        runtime.publish(rev, ready=[pod.address], cc=1)
         metadata = (("knative-serving-namespace", NS), ("knative-serving-revision", rev))
         for port in (activator.h2c_port, activator.port):
             async with grpc_channel(port) as ch:
