@@ -226,11 +226,16 @@ async def test_websockets_are_tunnelled_to_the_pod(activator: ActivatorProcess, 
         runtime.publish(rev, deleted=True)
 
 
-async def test_a_slow_pod_gets_the_revision_timeout_as_a_504(activator: ActivatorProcess,
-                                                              runtime: FakeRuntime) -> None:
+@pytest.mark.parametrize("timeouts", [
+    pytest.param({"timeout": 0.5}, id="total"),
+    pytest.param({"timeout": 60, "response_start_timeout": 0.5}, id="response-start"),
+    pytest.param({"timeout": 60, "idle_timeout": 0.5}, id="idle"),
+])
+async def test_a_slow_pod_gets_the_revision_timeout_as_a_504(activator: ActivatorProcess, runtime: FakeRuntime,
+                                                              timeouts: dict[str, float]) -> None:
     rev = unique_rev()
     async with fake_pods(1) as (pod,):
-        runtime.publish(rev, ready=[pod.address], timeout=0.5)
+        runtime.publish(rev, ready=[pod.address], **timeouts)
         await served(activator, rev)
         pod.pod_script = lambda req: Reply(delay=3.0)
         r = await activator.request(rev, "/slow")
