@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from tests.queueproxy.harness import (  # noqa: F401 (fixtures)
+    AGAINST_UPSTREAM,
     BackendRequest,
     Client,
     FakeBackend,
@@ -18,6 +19,7 @@ from tests.queueproxy.harness import (  # noqa: F401 (fixtures)
     build_request,
     eventually,
     fetch,
+    fetch_prometheus,
     fetch_stat,
     qps,
 )
@@ -51,11 +53,18 @@ async def open_requests(qp: QueueProxyProcess, targets: list[str]) -> list[Clien
 
 
 async def wait_concurrency(qp: QueueProxyProcess, at_least: float) -> None:
-    """Until a whole 1 s stats window saw ``at_least`` requests inside the queue-proxy (queued
-    ones count: they are counted before the breaker)."""
-    async def high() -> bool:
-        return (await fetch_stat(qp))[1].average_concurrent_requests >= at_least - 0.01
-    await eventually(high, timeout=5, interval=0.1, what=f"concurrency {at_least}")
+    """Until ``at_least`` requests are inside the queue-proxy, holding or waiting for a slot.
+    Ours says so at once in the kn_serving_queue_depth gauge; upstream's gauge is only set when
+    a request starts being proxied, so there we wait for a whole 1 s stats window at that
+    concurrency (queued requests count: they are counted before the breaker)."""
+    if AGAINST_UPSTREAM:
+        async def high() -> bool:
+            return (await fetch_stat(qp))[1].average_concurrent_requests >= at_least - 0.01
+    else:
+        async def high() -> bool:
+            depth = (await fetch_prometheus(qp)).get("kn_serving_queue_depth")
+            return depth is not None and depth.samples[0].value >= at_least
+    await eventually(high, timeout=5, interval=0.05, what=f"{at_least} requests in the queue-proxy")
 
 
 async def test_with_concurrency_one_a_second_request_waits_for_the_first(

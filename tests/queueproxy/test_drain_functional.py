@@ -65,7 +65,7 @@ async def test_sigterm_fails_probes_at_once_and_exits_0_after_the_quiet_period(
 
 
 async def test_each_request_during_the_drain_restarts_the_quiet_period(app: FakeBackend, qps: QueueProxies) -> None:
-    qp = await qps.fresh(app.port, KDP_DRAIN_QUIET_PERIOD="1.0")
+    qp = await qps.fresh(app.port, KDP_DRAIN_QUIET_PERIOD="0.8")
     q = qp.quiet_period
     loop = asyncio.get_running_loop()
     t0 = loop.time()
@@ -80,7 +80,7 @@ async def test_each_request_during_the_drain_restarts_the_quiet_period(app: Fake
 
 
 async def test_probes_during_the_drain_do_not_restart_the_quiet_period(app: FakeBackend, qps: QueueProxies) -> None:
-    qp = await qps.fresh(app.port, KDP_DRAIN_QUIET_PERIOD="1.0")
+    qp = await qps.fresh(app.port, KDP_DRAIN_QUIET_PERIOD="0.6")
     q = qp.quiet_period
     loop = asyncio.get_running_loop()
     t0 = loop.time()
@@ -132,7 +132,7 @@ async def test_an_in_flight_request_finishes_before_the_process_exits(app: FakeB
 async def test_wait_for_drain_without_sigterm_resets_itself(app: FakeBackend, qps: QueueProxies) -> None:
     """The user container restarts (liveness) and runs its preStop hook, but no SIGTERM comes
     for the queue-proxy: after about a second it serves probes normally again."""
-    qp = await qps.fresh(app.port, KDP_DRAIN_QUIET_PERIOD="6")
+    qp = await qps.fresh(app.port, KDP_DRAIN_QUIET_PERIOD="4")
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     waiting = asyncio.ensure_future(fetch(qp.admin_port, "GET", "/wait-for-drain", host="localhost", timeout=10))
@@ -152,7 +152,7 @@ async def test_wait_for_drain_without_sigterm_resets_itself(app: FakeBackend, qp
 
 async def test_wait_for_drain_followed_by_sigterm_returns_after_the_quiet_period(
         app: FakeBackend, qps: QueueProxies) -> None:
-    qp = await qps.fresh(app.port, KDP_DRAIN_QUIET_PERIOD="1.5")
+    qp = await qps.fresh(app.port, KDP_DRAIN_QUIET_PERIOD="1.2")
     q = qp.quiet_period
     loop = asyncio.get_running_loop()
     t0 = loop.time()
