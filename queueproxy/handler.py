@@ -153,8 +153,10 @@ class QueueHandler:
 
     def _log(self, ex: Exchange, now: float) -> None:
         assert self.request_logger is not None
+        # Go's RemoteAddr is "ip:port": the peername when the connection kept it.
+        remote = getattr(ex.conn, "peer", None) or ex.conn.client_ip.decode()
         view = RequestView(ex.method, ex.target, ex.version.decode(), [(n, v) for n, _, v in ex.headers],
-                           ex.conn.client_ip.decode(), ex.content_length if ex.content_length is not None else -1)
+                           remote, ex.content_length if ex.content_length is not None else -1)
         self.request_logger.log(view, ex.status, ex.bytes_out, now - ex.started_at)
 
     # ---- probes ---------------------------------------------------------------------

@@ -481,6 +481,7 @@ class ServerConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.client_ip = b""
+        self.peer: Any = None
         self.current: Exchange | None = None  # the one being answered
         self.parsing: Exchange | None = None  # the one whose bytes are arriving
         self.pipeline: deque[Exchange] = deque()
@@ -503,6 +504,7 @@ class ServerConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
+        self.peer = peer  # (ip, port, ...): Go's RemoteAddr for request logs
         self.client_ip = peer[0].encode() if isinstance(peer, tuple) else b"127.0.0.1"
         self.last_active = self.head_started = self.loop.time()
         self.server.connections.add(self)
