@@ -17,6 +17,10 @@ In order (``cmd/activator/main.go``):
    ``K-Proxy-Request: activator`` set and ``Knative-Serving-*`` removed. A connection refused
    before anything was sent is retried on another pod; nothing that may have reached the app
    is retried. ``Server-Timing: activator-wait;dur=<ms>`` tells how long the request waited.
+
+HTTP/2 streams (gRPC) take the same path, but the engine's streams have no response, dial-error
+or extra-header hooks yet: for them a refused connection is a 502, no ``Server-Timing`` is
+added, the timeout body is the engine's, and fresh pods learn no response times for pacing.
 """
 from __future__ import annotations
 
