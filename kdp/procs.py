@@ -118,6 +118,8 @@ class Child:
         if self._done.done():
             return self._done.result()
         self.send_signal(sig)
+        if sig == signal.SIGKILL:
+            return await self.wait()
         try:
             return await asyncio.wait_for(self.wait(), grace)
         except asyncio.TimeoutError:

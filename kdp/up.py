@@ -350,13 +350,14 @@ class Up:
         # 2. Every pod drains: queue-proxy first, then the user process.
         if self.runtime is not None:
             await self.runtime.supervisor.shutdown(kill=kill)
-        # 3. The autoscaler and the runtime's own servers.
+        # 3. The autoscaler (after the link to it, so its going is no news) and our servers.
+        if self.runtime is not None:
+            await self.runtime.link.close()
         if self.autoscaler is not None:
             await self.autoscaler.stop(0.0 if kill else 5.0, sig)
         if self.api is not None:
             await self.api.stop()
         if self.runtime is not None:
-            await self.runtime.link.close()
             await self.runtime.feeds.stop(0.2)
 
 

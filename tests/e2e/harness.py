@@ -160,7 +160,7 @@ class KdpUp:
     async def start(self) -> KdpUp:
         files = [self.write(name, text) for name, text in self.manifests.items()]
         config = self.write("config-autoscaler.yaml", yaml.safe_dump(self.config))
-        argv = [sys.executable, "-m", "kdp.up", "up", "--port", str(self.port), "--domain", self.domain,
+        argv = [sys.executable, "-m", "kdp", "up", "--port", str(self.port), "--domain", self.domain,
                 "--log-file", str(self.log_file), "--state-dir", str(self.state_dir), "--autoscaler-config",
                 str(config), "--view", "lines"]
         for f in files:
@@ -198,9 +198,9 @@ class KdpUp:
             await asyncio.sleep(interval)
 
     async def cli(self, *args: str, timeout: float = 30.0) -> tuple[int, str]:
-        """Run ``python -m kdp.up <args> --state-dir <ours>``: (exit code, output)."""
+        """Run ``python -m kdp <args> --state-dir <ours>``: (exit code, output)."""
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "kdp.up", *args, "--state-dir", str(self.state_dir), cwd=self.dir,
+            sys.executable, "-m", "kdp", *args, "--state-dir", str(self.state_dir), cwd=self.dir,
             env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT)
         out, _ = await asyncio.wait_for(proc.communicate(), timeout)
