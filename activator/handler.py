@@ -60,7 +60,7 @@ class _Request:
     """Per-request state kept on ``Exchange.context``. ``pod`` is set while the request holds
     one of its slots (from grant to finish); ``waiter`` while it waits for one."""
 
-    __slots__ = ("key", "rt", "handle", "host", "h1", "pod", "waiter", "enqueued_at", "waited", "granted_at",
+    __slots__ = ("key", "rt", "handle", "host", "pod", "waiter", "enqueued_at", "waited", "granted_at",
                  "started_at")
 
     def __init__(self, key: RevisionKey, rt: RevisionThrottler, handle: object, host: bytes) -> None:
@@ -68,7 +68,6 @@ class _Request:
         self.rt = rt
         self.handle = handle
         self.host = host
-        self.h1 = True
         self.pod: PodTracker | None = None
         self.waiter: Waiter | None = None
         self.enqueued_at = 0.0
@@ -135,11 +134,8 @@ class ActivatorHandler:
         req = _Request(key, rt, self.reporter.request_in(key, now), sp[H_ORIG_HOST] or sp[H_HOST] or b"")
         ex.context = req
         ex.on_finish = self._finished
-        if type(ex) is Exchange:
-            ex.timeout_body = TIMEOUT_BODY
-            ex.on_connect_error = self._connect_error
-        else:  # an HTTP/2 stream: the engine has no such hooks there (yet)
-            req.h1 = False
+        ex.timeout_body = TIMEOUT_BODY
+        ex.on_connect_error = self._connect_error
         info = rt.info
         ex.set_timeouts(info.timeout, info.response_start_timeout, info.idle_timeout)
         pod = rt.try_acquire()
@@ -185,11 +181,10 @@ class ActivatorHandler:
         req.waited = waited
         req.granted_at = now
         req.started_at = 0.0
-        if req.h1:
-            ex.response_headers = [b"Server-Timing: activator-wait;dur=%.3f\r\n" % (waited * 1000)] \
-                if waited else NO_WAIT
-            if pod.paced:  # its pacing needs the time to the response head
-                ex.on_response = self._response_started
+        ex.response_headers = [b"Server-Timing: activator-wait;dur=%.3f\r\n" % (waited * 1000)] \
+            if waited else NO_WAIT
+        if pod.paced:  # its pacing needs the time to the response head
+            ex.on_response = self._response_started
         target = self._targets.get(pod.dest)
         if target is None:
             target = self._new_target(pod.dest)
@@ -233,7 +228,7 @@ class ActivatorHandler:
         now = self.loop.time()
         pod.owner.refused(pod, now)
         self.buffer.pod_refused(req.key, pod.dest)
-        if ex._retried:
+        if ex.maybe_delivered:
             # This dial is the engine's second try after a reused connection died: the request
             # went out on that connection and may have reached the app. The pod leaves the
             # rotation, but the request is not sent anywhere else: 502.

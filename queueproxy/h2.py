@@ -303,6 +303,12 @@ class H2Stream:
             self._send_headers([(b":status", b"100")], end_stream=False)
         self.pump_request()
 
+    @property
+    def maybe_delivered(self) -> bool:
+        """True when this request may already have reached the app: the engine re-dialed
+        after a reused connection died under it. Such a request must not be sent elsewhere."""
+        return self._retried
+
     def redirect(self, pool: UpstreamPool) -> None:
         """Forward to another upstream after a failed dial (nothing was sent yet)."""
         if self.state != 1:

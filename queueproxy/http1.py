@@ -193,6 +193,12 @@ class Exchange:
         return None
 
     @property
+    def maybe_delivered(self) -> bool:
+        """True when this request may already have reached the app: the engine re-dialed
+        after a reused connection died under it. Such a request must not be sent elsewhere."""
+        return self._retried
+
+    @property
     def has_body(self) -> bool:
         return self.chunked or bool(self.content_length)
 
