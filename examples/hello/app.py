@@ -39,11 +39,13 @@ class Hello(BaseHTTPRequestHandler):
         pass
 
 
+class Server(ThreadingHTTPServer):
+    request_queue_size = 1024  # a burst through a queue-proxy opens many connections at once
+    daemon_threads = True
+
+
 def main() -> None:
-    ThreadingHTTPServer.request_queue_size = 1024  # a burst through a queue-proxy opens many connections at once
-    server = ThreadingHTTPServer(("127.0.0.1", int(os.environ.get("PORT", "8080"))), Hello)
-    server.daemon_threads = True
-    server.serve_forever()
+    Server(("127.0.0.1", int(os.environ.get("PORT", "8080"))), Hello).serve_forever()
 
 
 if __name__ == "__main__":
