@@ -180,6 +180,7 @@ class Pod:
                 if not ready:
                     self._ready_this_start = True
                     self.ready_at = self.clock()
+                    logger.info("pod %s ready %.3fs after it was created", self.name, self.ready_at - self.created_at)
                     self._set(Phase.READY)
                 await self._sleep(self.probe_period)
             elif ready:
