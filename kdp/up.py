@@ -168,8 +168,8 @@ class Up:
         applied = []
         for full, specs in parsed:
             results = self.runtime.apply(specs, source=full)
-            applied += [{"service": f"{r.service[0]}/{r.service[1]}",
-                         "created": r.created.name if r.created else None, "notes": list(r.notes)} for r in results]
+            applied += [{"service": f"{r.service[0]}/{r.service[1]}", "created": r.created.name if r.created else None,
+                         "routes_changed": r.routes_changed, "notes": list(r.notes)} for r in results]
             if watched:
                 keys = {s.key for s in specs}
                 for gone in self._file_services.get(full, set()) - keys:
@@ -426,7 +426,9 @@ def main_apply(args: argparse.Namespace) -> int:
         print(f"kdp apply: {e}", file=sys.stderr)
         return 1
     for a in result.get("applied", []):
-        print(f"{a['service']}: " + (f"created revision {a['created']}" if a["created"] else "unchanged"))
+        what = (f"created revision {a['created']}" if a["created"] else
+                "traffic updated" if a.get("routes_changed") else "unchanged")
+        print(f"{a['service']}: {what}")
         for note in a.get("notes", []):
             print(f"  note: {note}")
     return 0
