@@ -4,11 +4,13 @@ container, a raw HTTP/1.1 client and a fake ``StatIngest`` gRPC server, all on 1
 The queue-proxy under test is ``python -m queueproxy`` unless ``KDP_QP_COMMAND`` names another
 command (e.g. upstream's Go binary, to check that the contract tests encode upstream's real
 behaviour). Upstream ignores our ``KDP_*`` port variables and always binds 8022 and 9090 on every
-interface, so in that mode the harness uses those fixed ports and refuses to start while they are
-taken; run such a session alone, best in a private network namespace::
+interface, so in that mode the harness uses those fixed ports (and 9091), runs one queue-proxy at
+a time and refuses to start while the ports are taken; run such a session alone, best in a
+private network namespace (it takes about ten minutes: upstream's quiet period is 30 s and its
+header timeout a minute)::
 
-    unshare -rn sh -c 'ip link set lo up && KDP_QP_COMMAND=/path/to/queue \\
-        .venv/bin/python -m pytest -q tests/queueproxy -k functional'
+    unshare -rn bash -c 'ip link set lo up && KDP_QP_COMMAND=/path/to/queue .venv/bin/python -m pytest -q \\
+        tests/queueproxy/test_{proxy,probes,breaker,timeouts,drain,stats,bad_input,config,websocket,requestlog}_functional.py'
 
 Tests of our deliberate improvements over upstream carry ``kdp_only(reason)`` and are skipped
 in that mode; tests that pin down what upstream does where we chose differently carry

@@ -138,7 +138,8 @@ async def test_a_client_that_gives_up_while_queued_frees_its_place(app: FakeBack
         gate.set()
         assert (await holder[0].response()).body == b"/holder"
         assert (await waiter.response()).body == b"/waiter"
-        assert not any(r.target.startswith("/quit") for r in app.requests)
+        if not AGAINST_UPSTREAM:  # upstream may still hand a departed client's request to the app
+            assert not any(r.target.startswith("/quit") for r in app.requests)
     finally:
         gate.set()
         for c in (*holder, *waiters):
