@@ -264,6 +264,8 @@ class Up:
 
     async def _start(self, config_data: dict[str, str]) -> None:
         o = self.o
+        if not await _port_free(o.host, o.port):
+            raise RuntimeError(f"{o.host}:{o.port} is in use; choose another ingress port with --port")
         os.makedirs(o.state_dir, exist_ok=True)
         config_file = ""
         if config_data:
@@ -292,8 +294,6 @@ class Up:
             activator_env(env, host=o.host, port=o.port, metrics_port=metrics_port, feeds=self.runtime.feed_address,
                           autoscaler=as_address, domain=o.domain),
             host=o.host, port=o.port, sink=sink)
-        if not await _port_free(o.host, o.port):
-            raise RuntimeError(f"{o.host}:{o.port} is in use; choose another ingress port with --port")
         await self.activator.start()
         # Routes and endpoints reach the ingress by its subscriptions: wait for them, so the
         # manifests applied next are there before the first request.
@@ -346,7 +346,9 @@ class Up:
         sig = signal.SIGKILL if kill else signal.SIGTERM
         # 1. The ingress stops accepting and finishes what it holds (pods still serve).
         if self.activator is not None:
-            await self.activator.stop(0.0 if kill else 330.0, sig)
+            longest = max((r.template.timeout_seconds for r in self.runtime.catalog.revisions.values()),
+                          default=300) if self.runtime is not None else 300
+            await self.activator.stop(0.0 if kill else longest + 30.0, sig)
         # 2. Every pod drains: queue-proxy first, then the user process.
         if self.runtime is not None:
             await self.runtime.supervisor.shutdown(kill=kill)

@@ -124,3 +124,36 @@ def test_the_autoscaler_config_file_is_a_mapping_or_a_config_map(tmp_path: Path,
 def test_a_bad_autoscaler_config_names_the_file_and_the_key(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"c\.yaml: .*stable-window=.*5s"):
         load_autoscaler_config(_write(tmp_path / "c.yaml", "stable-window: 5s\n"))
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+async def _kdp_up(*args: str, cwd: Path) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "kdp", "up", "--view", "none", *args, cwd=cwd, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode()
+
+
+async def test_kdp_up_refuses_a_busy_ingress_port_before_starting_anything(tmp_path: Path) -> None:
+    server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        code, out = await _kdp_up("-f", str(REPO / "examples" / "hello" / "service.yaml"), "--port", str(port),
+                                  cwd=tmp_path)
+    finally:
+        server.close()
+    assert code == 1 and f"127.0.0.1:{port} is in use; choose another ingress port with --port" in out
+    assert not (tmp_path / ".kdp" / "up.json").exists()
+
+
+async def test_kdp_up_refuses_an_invalid_manifest_with_every_problem(tmp_path: Path) -> None:
+    bad = doc("bad")
+    del bad["spec"]["template"]["spec"]["containers"][0]["command"]
+    bad["spec"]["template"]["spec"]["containerConcurrency"] = 5000
+    path = _write(tmp_path / "bad.yaml", text(bad))
+    code, out = await _kdp_up("-f", path, cwd=tmp_path)
+    assert code == 1
+    assert "containers[0].command: required" in out and "containerConcurrency: 5000 is out of range" in out
