@@ -23,7 +23,7 @@ from activator.reporter import GrpcStatSink, StatReporter, StatSink, WebsocketSt
 from activator.revisions import RevisionResolver, RoutingTable
 from activator.throttler import Throttler
 from queueproxy.admin import PrometheusApp
-from queueproxy.http1 import HttpServer
+from queueproxy.http1 import HttpServer, Limits
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,10 @@ class Activator:
         self.handler = ActivatorHandler(loop=self.loop, buffer=self.buffer, resolver=RevisionResolver(
             c.cluster_domain, self.routes), reporter=self.reporter, metrics=self.metrics,
             max_idle_per_host=c.max_idle_proxy_conns_per_host, healthy=self._health)
-        self.server = HttpServer(self.handler, loop=self.loop, h2_factory=_h2_factory())
+        # Idle client connections stay open, as upstream's: pooling clients (ingresses, Go's
+        # transport) reuse them, and closing them races their next request.
+        self.server = HttpServer(self.handler, loop=self.loop, h2_factory=_h2_factory(),
+                                 limits=Limits(idle_keepalive=float("inf")))
         self.metrics_server = HttpServer(PrometheusApp(self.registry), loop=self.loop)
         self._source_task: asyncio.Task[None] | None = None
 

@@ -39,7 +39,7 @@ from queueproxy.h2upstream import (
     CANCEL, INTERNAL_ERROR, NO_ERROR, REFUSED_STREAM, GoawayFilter, H2Settings, H2UpstreamConnection,
     goaway_frame, new_connection, open_connection_window, registry_for, send_window_limited,
 )
-from queueproxy.http1 import H_EXPECT, H_HOST, H_XFF, N_SPECIAL, SPECIAL, HttpServer, Limits
+from queueproxy.http1 import H_EXPECT, H_HOST, H_XFF, N_SPECIAL, SPECIAL, HttpServer, Limits, note_special
 from queueproxy.upstream import HOP_BY_HOP, UpstreamPool
 
 logger = logging.getLogger(__name__)
@@ -139,8 +139,7 @@ class H2Stream:
             out.append((name, name, value))
             i = SPECIAL.get(name)
             if i is not None:
-                prior = sp[i]
-                sp[i] = value if prior is None else prior + b", " + value
+                note_special(sp, i, value)  # a second host line is ignored: :authority rules
             if name == b"content-length":
                 try:
                     self.content_length = int(value)
