@@ -11,8 +11,9 @@ in batches:
   appends them to a pending buffer; it is the per-stat hot path, so it is plain Python over
   lists, and it spots the two events that must not wait for the next tick: a **poke** (a
   pushed stat with concurrency != 0 for a revision whose desired scale is exactly 0, as
-  upstream) and a **burst** (the current second's total for a revision has crossed the level
-  at which its panic-window value would start a panic or raise it; see :meth:`set_hints`);
+  upstream) and a **burst** (the seconds since the last tick, the one in progress included,
+  have pushed the revision's panic-window value past the level at which it would start a
+  panic or raise it; see :meth:`set_hints`);
 * :meth:`Collector.flush` records the pending stats of **completed** seconds, summed per
   revision and second, in one batched call per window (the service calls it once a second
   and before each tick). A second still in progress is held back, so a tick never averages a
@@ -102,6 +103,9 @@ class Collector:
         self._level: list[float] = []
         self._pend_sec: list[int] = []
         self._pend_x: list[float] = []
+        self._base: list[float] = []
+        self._carry: list[float] = []
+        self._hint_sec = 0
         self._last_burst: list[float] = []
         self._last_poke: list[float] = []
         # Pending stats: new ones in lists, older ones held back in arrays.
@@ -143,6 +147,7 @@ class Collector:
         self._keys[row] = key
         for lst, fill in ((self._window_s, 0), (self._use_rps, False), (self._zero, False),
                           (self._level, _INF), (self._pend_sec, 0), (self._pend_x, 0.0),
+                          (self._base, 0.0), (self._carry, 0.0),
                           (self._last_burst, -_INF), (self._last_poke, -_INF)):
             if row >= len(lst):
                 lst.extend([fill] * (row + 1 - len(lst)))  # type: ignore[list-item]
@@ -177,15 +182,23 @@ class Collector:
 
     # -- hints from the decider ---------------------------------------------------------------
 
-    def set_hints(self, rows: np.ndarray, desired_zero: np.ndarray,
-                  burst_level: np.ndarray) -> None:
-        """Per row: the decider's desired scale is exactly 0 (a stat pokes), and the current
-        second's total (concurrency or rps, the revision's metric) that triggers a burst
-        decision (``inf`` = never)."""
-        zero, level = self._zero, self._level
-        for r, z, lv in zip(rows.tolist(), desired_zero.tolist(), burst_level.tolist()):
+    def set_hints(self, rows: np.ndarray, desired_zero: np.ndarray, burst_level: np.ndarray,
+                  base: np.ndarray | None = None, now: float | None = None) -> None:
+        """What the decider saw at ``now`` (a tick), per row: its desired scale is exactly 0
+        (a pushed stat with concurrency then pokes), the panic-window value ``base`` (the
+        revision's metric, over the seconds before ``now``'s), and the burst ``level``: a
+        burst fires when the current second's total plus the excess over ``base`` of the
+        seconds completed since ``now`` exceeds it (``inf`` = never)."""
+        zero, level, base_l, carry = self._zero, self._level, self._base, self._carry
+        bases = base.tolist() if base is not None else [0.0] * len(rows)
+        for r, z, lv, b in zip(rows.tolist(), desired_zero.tolist(), burst_level.tolist(),
+                               bases):
             zero[r] = z
             level[r] = lv
+            base_l[r] = b
+            carry[r] = 0.0
+        if now is not None:
+            self._hint_sec = int(now // 1)
 
     # -- the hot path -------------------------------------------------------------------------
 
@@ -257,11 +270,14 @@ class Collector:
             if ts >= ps:
                 x = rv if use_rps[row] else cv
                 if ts > ps:
+                    if ps >= self._hint_sec:  # a second the last tick did not see is over
+                        self._carry[row] += pend_x[row] - self._base[row]
                     pend_sec[row] = ts
                     pend_x[row] = x
                 else:
                     x = pend_x[row] = pend_x[row] + x
-                if x >= level[row] and now - self._last_burst[row] >= self.burst_interval:
+                if x + self._carry[row] > level[row] \
+                        and now - self._last_burst[row] >= self.burst_interval:
                     self._last_burst[row] = now
                     bursts.append(row)
             if can_poke and c != 0.0 and zero[row] \
@@ -390,5 +406,7 @@ class Collector:
         out["pending_second"] = self._pend_sec[row]
         out["pending_second_total"] = self._pend_x[row]
         out["burst_level"] = self._level[row]
+        out["burst_base"] = self._base[row]
+        out["burst_excess_since_tick"] = self._carry[row]
         out["pokes_on_stat"] = self._zero[row]
         return out

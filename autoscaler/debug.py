@@ -54,7 +54,7 @@ class DebugApp:
             "revisions": len(ms), "ticks": ms.ticks, "out_of_band_decisions": ms.out_of_band,
             "last_tick_seconds": svc.last_tick_seconds,
             "max_recent_tick_seconds": max(svc.tick_seconds, default=0.0),
-            "recent_ticks": svc.tick_phases[-30:],
+            "recent_ticks": svc.tick_phases[-128:],
             "stats_pending": ms.collector.pending, "stats_recorded": ms.collector.recorded,
             "stats_accepted": ms.collector.accepted,
             "stats_rejected": {f"{s}/{r}": n for (s, r), n in ms.collector.rejected.items()},

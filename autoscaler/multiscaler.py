@@ -50,7 +50,6 @@ logger = logging.getLogger(__name__)
 TICK_INTERVAL = 2.0
 Key = tuple[str, str]
 _NO_PODS = PodCounts()
-_BURST_MARGIN = 0.8  # fire a little early: the exact decider has the last word
 
 
 class RevisionRejected(ValueError):
@@ -355,10 +354,10 @@ class MultiScaler:
         if not len(rows):
             return []
         self.out_of_band += 1
-        return self._decide(np.sort(rows), now_ns)
+        return self._decide(np.sort(rows), now_ns, out_of_band=True)
 
-    def _decide(self, rows: np.ndarray, now_ns: int,
-                timer: Callable[[], float] | None = None) -> list[Outcome]:
+    def _decide(self, rows: np.ndarray, now_ns: int, timer: Callable[[], float] | None = None,
+                out_of_band: bool = False) -> list[Outcome]:
         self._reconciled = 0
         if not len(rows):
             self._decided_at = timer() if timer else 0.0
@@ -388,9 +387,14 @@ class MultiScaler:
         need = np.where(res.in_panic, target * np.maximum(res.desired_scale, 1),
                         target * (np.ceil(a["threshold"][rows] * r) - 1.0))
         n = a["panic_n"][rows]
-        level = np.maximum(panic + n * (need - panic), 0.5 * target) * _BURST_MARGIN
-        level = np.where(valid & self.burst_decisions, level, np.inf)
-        self.collector.set_hints(col, res.desired_scale == 0, level)
+        level = np.maximum(panic + n * (need - panic), 0.5 * target)
+        # After an out-of-band decision the next burst check waits for the next tick: at most
+        # one extra decision per revision per tick, whatever its stats do.
+        level = np.where(valid & self.burst_decisions & (not out_of_band), level, np.inf)
+        if out_of_band:
+            self.collector.set_hints(col, res.desired_scale == 0, level, panic)
+        else:
+            self.collector.set_hints(col, res.desired_scale == 0, level, panic, now)
 
         todo = np.flatnonzero(res.informed | panic_changed)
         self._reconciled = len(todo)

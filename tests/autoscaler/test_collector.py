@@ -136,15 +136,21 @@ def test_a_stat_poking_a_revision_at_zero_is_reported_once_per_interval(col: Col
     assert col.ingest([msg(T0, c=1.0)], T0 + 0.9, PUSH).pokes == []
 
 
-def test_a_burst_fires_when_the_seconds_total_crosses_the_level(col: Collector) -> None:
+def test_a_burst_fires_when_the_seconds_since_the_tick_cross_the_level(col: Collector) -> None:
     row = col.row(KEY)
     assert row is not None
-    col.set_hints(np.array([row]), np.array([False]), np.array([100.0]))
+    # The tick at T0 saw a panic-window value of 10; 100 this second would cross the level.
+    col.set_hints(np.array([row]), np.array([False]), np.array([100.0]), np.array([10.0]), T0)
     assert col.ingest([msg(T0, c=60.0, pod="a")], T0 + 0.1, PUSH).bursts == []
-    assert col.ingest([msg(T0, c=50.0, pod="b")], T0 + 0.2, PUSH).bursts == [row]
-    assert col.ingest([msg(T0, c=500.0, pod="c")], T0 + 0.3, PUSH).bursts == []  # rate limit
-    assert col.ingest([msg(T0 + 1, c=99.0)], T0 + 1.0, PUSH).bursts == []  # a new second
-    assert col.ingest([msg(T0 + 1, c=2.0)], T0 + 1.1, PUSH).bursts == [row]
+    # Second T0 ended 50 above the tick's value; second T0 + 1 adds to that excess.
+    assert col.ingest([msg(T0 + 1, c=20.0, pod="a")], T0 + 1.1, PUSH).bursts == []
+    assert col.ingest([msg(T0 + 1, c=40.0, pod="b")], T0 + 1.2, PUSH).bursts == [row]
+    assert col.ingest([msg(T0 + 1, c=500.0, pod="c")], T0 + 1.3, PUSH).bursts == []  # rate limit
+    # The next tick has seen those seconds: the excess starts again from zero.
+    col.set_hints(np.array([row]), np.array([False]), np.array([100.0]), np.array([90.0]),
+                  T0 + 2)
+    assert col.ingest([msg(T0 + 2, c=99.0)], T0 + 2.1, PUSH).bursts == []
+    assert col.ingest([msg(T0 + 2, c=2.0)], T0 + 2.2, PUSH).bursts == [row]
 
 
 def test_pushed_stats_of_scraped_pods_are_dropped_as_duplicates(col: Collector) -> None:

@@ -197,3 +197,22 @@ def test_timers_scale_to_zero_without_waiting_for_a_tick() -> None:
     assert at == pytest.approx(T0 + 36.05)
     assert scales(w.keep(w.ms.due(at - 0.01))) == []
     assert scales(w.keep(w.ms.due(at))) == [0]
+
+
+def test_after_a_burst_decision_the_next_burst_check_waits_for_the_tick() -> None:
+    w = World(cc=10)
+    w.run(0, 10, 7.0)
+    assert w.push(10.2, 140.0)  # decided at once
+    assert w.push(10.9, 300.0) == []  # still bursting: the tick will see it
+    assert w.ms.out_of_band == 1
+    w.tick(12.05)
+    assert w.push(12.3, 2000.0)  # a new crossing after the tick is decided at once again
+    assert w.ms.out_of_band == 2
+
+
+def test_without_burst_decisions_only_the_tick_decides() -> None:
+    w = World(cc=10)
+    w.ms.burst_decisions = False
+    w.run(0, 10, 7.0)
+    assert w.push(10.2, 140.0) == []
+    assert w.ms.out_of_band == 0
