@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from prometheus_client.registry import CollectorRegistry
+from typing import TYPE_CHECKING
 
 from queueproxy.drain import Drainer
 from queueproxy.http1 import Exchange
+
+if TYPE_CHECKING:
+    from prometheus_client.registry import CollectorRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -68,10 +69,14 @@ class StatApp:
 
 class PrometheusApp:
     def __init__(self, registry: CollectorRegistry) -> None:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
         self.registry = registry
+        self.content_type = CONTENT_TYPE_LATEST.encode()
+        self.render = generate_latest
 
     def handle(self, ex: Exchange) -> None:
         if _path(ex) != b"/metrics":
             ex.respond(404, b"404 page not found\n")
             return
-        ex.respond(200, generate_latest(self.registry), content_type=CONTENT_TYPE_LATEST.encode())
+        ex.respond(200, self.render(self.registry), content_type=self.content_type)

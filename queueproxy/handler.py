@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from queueproxy.breaker import Breaker, QueueFullError
 from queueproxy.drain import Drainer
@@ -31,9 +32,11 @@ from queueproxy.http1 import (
     Exchange,
 )
 from queueproxy.metrics import InvocationHistogram
-from queueproxy.requestlog import RequestLogger, RequestView
 from queueproxy.stats import RequestStats
 from queueproxy.upstream import UpstreamPool
+
+if TYPE_CHECKING:
+    from queueproxy.requestlog import RequestLogger
 
 logger = logging.getLogger(__name__)
 
@@ -155,6 +158,8 @@ class QueueHandler:
         assert self.request_logger is not None
         # Go's RemoteAddr is "ip:port": the peername when the connection kept it.
         remote = getattr(ex.conn, "peer", None) or ex.conn.client_ip.decode()
+        from queueproxy.requestlog import RequestView
+
         view = RequestView(ex.method, ex.target, ex.version.decode(), [(n, v) for n, _, v in ex.headers],
                            remote, ex.content_length if ex.content_length is not None else -1)
         self.request_logger.log(view, ex.status, ex.bytes_out, now - ex.started_at)

@@ -27,10 +27,6 @@ import ssl
 from dataclasses import dataclass, field
 from typing import Sequence
 
-import h2.config
-import h2.connection
-import h2.events
-import h2.exceptions
 
 __all__ = [
     "PROBE_USER_AGENT",
@@ -198,6 +194,11 @@ async def _h2c_exchange(
 ) -> _H2Answer:
     """One request on a fresh h2c connection. Returns at the response headers unless ``need_end``."""
     reader, writer = await asyncio.open_connection(host, port)
+    import h2.config  # only when h2c auto-detection is on: h2 costs start-up time
+    import h2.connection
+    import h2.events
+    import h2.exceptions
+
     config = h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
     conn = h2.connection.H2Connection(config)
     try:

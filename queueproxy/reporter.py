@@ -14,7 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from proto import kdp_pb2, stat_pb2
+from proto import stat_pb2
 from queueproxy.stats import RequestStats, StatsReport
 
 logger = logging.getLogger(__name__)
@@ -106,6 +106,8 @@ class StatPusher:
             stat.timestamp = int(time.time())
         if len(self.queue) == self.queue.maxlen:
             self.dropped += 1
+        from proto import kdp_pb2  # imported on first use: only pods that push pay for it
+
         self.queue.append(kdp_pb2.StatBatch(sender=self.sender, messages=[
             stat_pb2.WireStatMessage(namespace=self.namespace, name=self.revision, stat=stat)]))
         if self._wake is not None:

@@ -26,7 +26,6 @@ from queueproxy.metrics import InvocationHistogram, QueueProxyCollector, make_re
 from queueproxy.observability import ObservabilityConfig
 from queueproxy.readiness import ReadinessProber, build_readiness_prober
 from queueproxy.reporter import StatPusher, StatReporter
-from queueproxy.requestlog import RequestLogger, RevisionInfo
 from queueproxy.stats import RequestStats
 from queueproxy.upstream import UpstreamPool
 
@@ -42,9 +41,12 @@ class QueueProxy:
         # OBSERVABILITY_CONFIG decides request logs and whether :9091 is served (ConfigError if bad).
         obs = ObservabilityConfig.from_env(config.observability_config)
         self.prometheus_address = obs.prometheus_address(os.environ if environ is None else environ)
-        request_logger = RequestLogger.from_config(obs, RevisionInfo(
-            config.revision, config.namespace, config.service, config.configuration, config.pod_name,
-            config.pod_ip))
+        request_logger = None
+        if obs.request_log_enabled:  # the template engine is imported only when it is needed
+            from queueproxy.requestlog import RequestLogger, RevisionInfo
+            request_logger = RequestLogger.from_config(obs, RevisionInfo(
+                config.revision, config.namespace, config.service, config.configuration, config.pod_name,
+                config.pod_ip))
         self.loop = loop or asyncio.get_running_loop()
         self.tunnel_grace = tunnel_grace
         self.terminating = False
@@ -172,8 +174,8 @@ class QueueProxy:
 
 
 def _h2_factory() -> Any:
-    try:
+    """HTTP/2 connections, with the h2 library imported on the first one (start-up time)."""
+    def factory(server: HttpServer) -> Any:
         from queueproxy.h2 import H2ServerConnection
-    except ImportError:  # h2c arrives with queueproxy.h2
-        return None
-    return H2ServerConnection
+        return H2ServerConnection(server)
+    return factory
