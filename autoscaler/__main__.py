@@ -72,7 +72,8 @@ def _serve(args: argparse.Namespace) -> int:
         host=args.bind, grpc_port=args.grpc_port, websocket_port=args.websocket_port,
         metrics_port=args.metrics_port, debug_port=args.debug_port, config_path=args.config,
         scale_target=args.scale_target, scrape_targets_path=args.scrape_targets,
-        progress_deadline=args.progress_deadline, burst_decisions=not args.no_burst_decisions)
+        progress_deadline=args.progress_deadline, burst_decisions=not args.no_burst_decisions,
+        resync_period=args.scale_resync)
     try:
         server = AutoscalerServer(options)
     except (ConfigError, ConfigFileError, ValueError) as e:
@@ -124,6 +125,9 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--progress-deadline", type=_duration, default=600.0, metavar="DURATION",
                    help="config-deployment progress-deadline; activation times out after it "
                         "plus 30s (default: 600s)")
+    p.add_argument("--scale-resync", type=_duration, default=30.0, metavar="DURATION",
+                   help="send every revision's replicas to the scale target again this often, "
+                        "to heal a target that lost its state (default: 30s)")
     p.add_argument("--no-burst-decisions", action="store_true",
                    help="decide only at the 2 s tick and on pokes, as upstream (by default a "
                         "revision whose current second crosses its panic level is decided at "

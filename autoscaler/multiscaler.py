@@ -233,7 +233,7 @@ class MultiScaler:
             self._waiting.add(key)
             logger.info("revision %s/%s: collecting (%s, target %g, windows %gs/%gs)",
                         key[0], key[1], rs.scaling_metric, rs.target_value, rs.stable_window,
-                        rs.panic_window)
+                        rs.panic_window, extra={"key": f"{key[0]}/{key[1]}"})
             return []
         return self._apply_scaling(rev, spec, rs, now)
 
@@ -272,6 +272,8 @@ class MultiScaler:
             return []
         rev.pods = pods
         if rev.dec_row is None:
+            if pods.ready > 0 and pods.pending == 0 and pods.not_ready == 0:
+                rev.scaler.adopt(now)  # running before we knew it: an autoscaler restart
             self._create_decider(rev, now, pods.ready)
         else:
             self._cols.a["ready"][rev.dec_row] = pods.ready
@@ -302,7 +304,7 @@ class MultiScaler:
 
     def _remove(self, rev: _Revision) -> None:
         key = rev.spec.key
-        logger.info("revision %s/%s: removed", *key)
+        logger.info("revision %s/%s: removed", *key, extra={"key": f"{key[0]}/{key[1]}"})
         if rev.dec_row is not None:
             self.decider.remove(rev.dec_row)
             del self._by_dec[rev.dec_row]

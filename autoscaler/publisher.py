@@ -253,7 +253,9 @@ class ScaleDispatcher:
     async def step(self) -> float | None:
         """Start every due apply; returns the next instant something is due (None: idle)."""
         now = self._now()
-        if self._next_resync is None:
+        if self.resync_period <= 0:
+            self._next_resync = None
+        elif self._next_resync is None:
             self._next_resync = now + self.resync_period
         elif now >= self._next_resync:
             self._next_resync = now + self.resync_period
@@ -290,13 +292,14 @@ class ScaleDispatcher:
             st.next_try = self._now() + min(hi, lo * 2 ** (st.attempts - 1))
             logger.warning("scaling %s/%s to %d failed (attempt %d, retrying in %.1fs): %s",
                            key[0], key[1], want, st.attempts, st.next_try - self._now(),
-                           st.last_error)
+                           st.last_error, extra={"key": f"{key[0]}/{key[1]}"})
             if key in self._state:
                 self._dirty.add(key)
         else:
             self.applied_ok += 1
             st.applied, st.attempts, st.last_error = want, 0, ""
-            logger.info("scaled %s/%s to %d", key[0], key[1], want)
+            logger.info("scaled %s/%s to %d", key[0], key[1], want,
+                        extra={"key": f"{key[0]}/{key[1]}", "replicas": want})
             if key in self._state and st.want != want:
                 self._dirty.add(key)  # a newer value arrived meanwhile
         finally:

@@ -108,6 +108,13 @@ class Scaler:
         self.activation_attempted = False
         self.last_result: ScalerResult | None = None
 
+    def adopt(self, now: float) -> None:
+        """The revision was already running with all its pods ready when we first saw it (an
+        autoscaler restart): start Active and initialized, as upstream's persisted PA status
+        would be, so min- or initial-scale do not resize it before the first decision."""
+        self.active, self.reason, self.since = ACTIVE, "", now
+        self.scale_target_initialized = True
+
     # -- the Active condition -----------------------------------------------------------------
 
     def _mark(self, status: str, reason: str, now: float) -> None:

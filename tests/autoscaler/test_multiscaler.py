@@ -216,3 +216,17 @@ def test_without_burst_decisions_only_the_tick_decides() -> None:
     w.run(0, 10, 7.0)
     assert w.push(10.2, 140.0) == []
     assert w.ms.out_of_band == 0
+
+
+def test_a_restart_does_not_apply_min_scale_before_the_first_decision() -> None:
+    w = World({A + "min-scale": "2"}, ready=None)
+    out = w.pods(0, 10)  # running 10 pods when the restarted autoscaler learns of it
+    assert scales(out) == []
+    assert w.ms.explain(KEY, T0)["scaler"]["active"] == "active"  # type: ignore[index]
+
+
+def test_a_new_revision_still_starting_keeps_its_initial_scale_floor() -> None:
+    w = World({A + "initial-scale": "3"}, ready=None)
+    w.pods(0, 1, pending=2)
+    w.run(0, 4, 7.0)
+    assert set(scales(w.published)) == {3}
