@@ -17,7 +17,7 @@ and from zero, mode), for all revisions at once:
 * :meth:`decide` does the same for a few revisions now: the poke (scale from zero) and the
   burst fast path (see :mod:`autoscaler.collector`), on the partial current second.
 
-Each reconcile yields an :class:`Outcome`: a :class:`DecisionRecord` to publish when the
+Each reconcile yields an :class:`Outcome` (the value types live in :mod:`autoscaler.revision_io`): a :class:`DecisionRecord` to publish when the
 decision changed, and the replicas to apply when the scaler says so. Times: ``now`` float Unix
 seconds, ``now_ns`` int Unix nanoseconds. Pure: no I/O, no clock.
 """
@@ -26,9 +26,8 @@ from __future__ import annotations
 import heapq
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field, replace
-from typing import NamedTuple
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -39,6 +38,7 @@ from autoscaler.config import (DEFAULT_PROGRESS_DEADLINE, AutoscalerConfig, Revi
                                resolve_revision)
 from autoscaler.decider import initial_status, num_activators
 from autoscaler.gotime import NS_PER_S
+from autoscaler.revision_io import DecisionRecord, Outcome, RevisionInput, RevisionRejected
 from autoscaler.scaler import MODE_PROXY, PodCounts, Scaler, ScalerResult
 from autoscaler.spec import DeciderSpec
 
@@ -50,59 +50,6 @@ logger = logging.getLogger(__name__)
 TICK_INTERVAL = 2.0
 Key = tuple[str, str]
 _NO_PODS = PodCounts()
-
-
-class RevisionRejected(ValueError):
-    """A revision this autoscaler will not scale (invalid annotations, another class)."""
-
-
-@dataclass(frozen=True)
-class RevisionInput:
-    """What the runtime says about a revision (``kdp.v1.RevisionSpec``)."""
-
-    namespace: str
-    revision: str
-    service: str = ""
-    annotations: Mapping[str, str] = field(default_factory=dict)
-    container_concurrency: int = 0
-    reachable: bool = True
-    deleted: bool = False
-
-    @property
-    def key(self) -> Key:
-        return self.namespace, self.revision
-
-
-class DecisionRecord(NamedTuple):
-    """A published decision (``kdp.v1.Decision``)."""
-
-    namespace: str
-    revision: str
-    desired_pods: int
-    excess_burst_capacity: int
-    mode: str
-    num_activators: int
-    in_panic: bool
-    ready_pods: int
-    stable_concurrency: float
-    panic_concurrency: float
-    stable_rps: float
-    failure: str
-    unix_nanos: int
-
-    def same_as(self, other: DecisionRecord | None) -> bool:
-        """Equal in everything a subscriber acts on (EBC by sign, as upstream informs)."""
-        return other is not None and self[2] == other[2] and self[4:8] == other[4:8] \
-            and self[11] == other[11] and (self[3] < 0) == (other[3] < 0)
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """One reconcile: publish ``decision`` (if not None), apply ``scale`` (if not None)."""
-
-    key: Key
-    decision: DecisionRecord | None
-    scale: int | None
 
 
 @dataclass(eq=False)
