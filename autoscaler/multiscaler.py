@@ -17,9 +17,10 @@ and from zero, mode), for all revisions at once:
 * :meth:`decide` does the same for a few revisions now: the poke (scale from zero) and the
   burst fast path (see :mod:`autoscaler.collector`), on the partial current second.
 
-Each reconcile yields an :class:`Outcome` (the value types live in :mod:`autoscaler.revision_io`): a :class:`DecisionRecord` to publish when the
-decision changed, and the replicas to apply when the scaler says so. Times: ``now`` float Unix
-seconds, ``now_ns`` int Unix nanoseconds. Pure: no I/O, no clock.
+Each reconcile yields an :class:`Outcome`: a :class:`DecisionRecord` to publish when the
+decision changed, and the replicas to apply when the scaler says so (the value types live in
+:mod:`autoscaler.revision_io`). Times: ``now`` float Unix seconds, ``now_ns`` int Unix
+nanoseconds. Pure: no I/O, no clock.
 """
 from __future__ import annotations
 
