@@ -10,7 +10,6 @@ import sys
 import pytest
 
 from autoscaler import replay
-from autoscaler.__main__ import main
 from tests.autoscaler.conformance import corpus
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
