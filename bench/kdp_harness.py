@@ -172,13 +172,14 @@ class KdpUp:
 
 
 def record_time(rec: Mapping[str, Any]) -> float:
-    """Unix seconds of a log record: kdp's ``ts``, or a child's zap-style ``timestamp``."""
-    if "ts" in rec:
-        return float(rec["ts"])
-    stamp = rec.get("timestamp")
+    """Unix seconds of a log record: kdp's numeric ``ts``, the activator's local-time ``ts``
+    string (``2026-11-22 06:35:30,239``), or the queue-proxy's zap-style UTC ``timestamp``."""
+    stamp = rec.get("ts", rec.get("timestamp"))
+    if isinstance(stamp, (int, float)):
+        return float(stamp)
     if isinstance(stamp, str):
         try:
-            return datetime.datetime.fromisoformat(stamp).timestamp()
+            return datetime.datetime.fromisoformat(stamp.replace(",", ".")).timestamp()
         except ValueError:
             pass
     return 0.0
