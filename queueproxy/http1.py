@@ -474,10 +474,6 @@ class Exchange:
             self.conn.write(b"0\r\n\r\n")
         self._finish(self._resp_close)
 
-    def tunnel(self, chunk: bytes) -> None:
-        if self.state == 1:
-            self._write(chunk)
-
     def _write(self, data: bytes) -> None:
         if self._idle:
             self._last_write = self.conn.loop.time()
