@@ -373,6 +373,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kdp up stopped (exit {code}); leftover pod processes: {up.leftovers or 'none'}", flush=True)
     seconds = sum(s for _, s, _ in PHASES) + 1
     trace, latency = build_trace(load, seconds)
+    name = f"kdp_loadstep{suffix}"
+    # the measured half first, so a simulator error does not lose the run
+    (OUT / f"{name}.json").write_text(json.dumps({
+        "command": up.command, "start": args.start, "autoscaler_config": config, "phases": PHASES,
+        "sleep_s": SLEEP, "exit_code": code, "trace_rps": trace.rps, "trace_latency_s": latency,
+        "samples": [asdict(s) for s in samples]}, indent=1))
     delay, delay_from = startup_delay(args.startup_delay)
     annotations = manifest_annotations(manifest)
     spec = ScenarioSpec(name=f"kdp-loadstep{suffix}", config=dict(config), annotations=annotations,
@@ -383,7 +389,6 @@ def main(argv: list[str] | None = None) -> int:
     # rounded up); a 0 s start-up brackets the sub-second start-ups of local pods from below
     bracket = simulate(trace, resolve(replace(spec, name="start-up 0 s", startup_delay=0.0)), Start(args.start))
 
-    name = f"kdp_loadstep{suffix}"
     trace_path, settings_path = OUT / f"{name}_trace.csv", OUT / f"{name}_settings.yaml"
     trace_path.write_text("t,rps,latency_ms\n" + "".join(f"{i},{r:g},{lat * 1e3:.3f}\n"
                                                           for i, (r, lat) in enumerate(zip(trace.rps, trace.latency))))
