@@ -11,6 +11,7 @@ Pure: no I/O, no clock.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -66,6 +67,12 @@ def user_process(rev: Revision, port: int, environ: Mapping[str, str]) -> Proces
     c = rev.template.container
     cwd = os.path.normpath(os.path.join(rev.base_dir, c.working_dir)) if c.working_dir else rev.base_dir
     env = base_env(environ)
+    # kdp's own Python first on PATH, as in an activated virtual environment: `python3` in a
+    # manifest then starts at once (a pyenv shim costs ~100 ms on every cold start).
+    bindir = os.path.dirname(sys.executable)
+    path = env.get("PATH", os.defpath)
+    if bindir and bindir not in path.split(os.pathsep):
+        env["PATH"] = bindir + os.pathsep + path
     env.update(c.env)
     env.update(PORT=str(port), K_SERVICE=rev.service, K_CONFIGURATION=rev.service, K_REVISION=rev.name)
     return ProcessSpec(argv=(*c.command, *c.args), env=env, cwd=cwd)

@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import pathlib
+import random
 import secrets
 import socket
 import string
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -39,18 +42,55 @@ _VICTIM_ORDER = {Phase.STARTING: 0, Phase.NOT_READY: 1, Phase.READY: 2}
 USER_GRACE = 10.0
 
 
-def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    """``n`` distinct ports the OS says are free right now."""
-    socks = []
+def _ephemeral_range() -> tuple[int, int]:
     try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind((host, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+        lo, hi = (int(x) for x in pathlib.Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+_handed_out: dict[int, float] = {}
+
+
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """``n`` distinct ports that are free now, taken *below* the kernel's ephemeral range:
+    a port from that range can be taken by any outgoing connection before (or while) the
+    pod binds it, and a pod keeps its ports across restarts. A port handed out in the last
+    minute is not handed out again, so pods starting together do not collide."""
+    eph_lo, _ = _ephemeral_range()
+    lo, hi = max(1024, eph_lo - 12000), eph_lo
+    now = time.monotonic()
+    for port, at in list(_handed_out.items()):
+        if now - at > 60.0:
+            del _handed_out[port]
+    ports: list[int] = []
+    for _ in range(50 * n):
+        if len(ports) == n:
+            break
+        port = random.randrange(lo, hi)
+        if port in _handed_out or port in ports:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        ports.append(port)
+    if len(ports) < n:  # the low range is crowded: fall back to the kernel's choice
+        socks = []
+        try:
+            while len(ports) < n:
+                s = socket.socket()
+                s.bind((host, 0))
+                socks.append(s)
+                ports.append(s.getsockname()[1])
+        finally:
+            for s in socks:
+                s.close()
+    for port in ports:
+        _handed_out[port] = now
+    return ports
 
 
 @dataclass(frozen=True, slots=True)

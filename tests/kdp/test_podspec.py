@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 
 import yaml
 
@@ -31,7 +33,9 @@ def test_the_user_process_gets_port_and_knatives_variables_in_the_manifests_dire
     assert p.argv == ("python3", "app.py") and p.cwd == "/srv/hello"
     assert p.env["PORT"] == "5000" and p.env["TARGET"] == "kdp"
     assert (p.env["K_SERVICE"], p.env["K_CONFIGURATION"], p.env["K_REVISION"]) == ("hello", "hello", "hello-00001")
-    assert p.env["PATH"] == "/bin" and "SERVING_REVISION" not in p.env and "KDP_X" not in p.env
+    # kdp's Python comes first on PATH, as in an activated virtual environment
+    assert p.env["PATH"] == os.path.dirname(sys.executable) + os.pathsep + "/bin"
+    assert "SERVING_REVISION" not in p.env and "KDP_X" not in p.env
 
 
 def test_working_dir_is_relative_to_the_manifest() -> None:
