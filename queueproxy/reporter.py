@@ -106,7 +106,7 @@ class StatPusher:
             stat.timestamp = int(time.time())
         if len(self.queue) == self.queue.maxlen:
             self.dropped += 1
-        from proto import kdp_pb2  # imported on first use: only pods that push pay for it
+        from proto import kdp_pb2  # imported on first use (or by _run): only pods that push pay
 
         self.queue.append(kdp_pb2.StatBatch(sender=self.sender, messages=[
             stat_pb2.WireStatMessage(namespace=self.namespace, name=self.revision, stat=stat)]))
@@ -139,6 +139,9 @@ class StatPusher:
             await self._wake.wait()
 
     async def _run(self) -> None:
+        # grpc and the protos take ~35 ms to import: do it on a worker thread, so the
+        # queue-proxy's first readiness probe and first request (a cold start) do not wait.
+        await asyncio.to_thread(_import_grpc)
         import grpc
 
         from proto import kdp_pb2_grpc
@@ -162,3 +165,9 @@ class StatPusher:
                 self.connected = False
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.backoff[1])
+
+
+def _import_grpc() -> None:
+    import grpc  # noqa: F401
+
+    from proto import kdp_pb2, kdp_pb2_grpc  # noqa: F401
