@@ -1,22 +1,26 @@
-"""The offline simulator: replay a traffic trace through the autoscaler's own windows, decider
-and a model of its scaler, and say what would have happened, second by second.
+"""The offline simulator: replay a traffic trace through the autoscaler service's own core, and
+say what would have happened, second by second.
 
-Each second ``i`` of the trace (the instant ``i`` starts it; second ``i`` runs to ``i + 1``):
+The autoscaling is the service's, not a model of it: :mod:`autoscaler.simulate_scaler` runs
+the revision through :class:`~autoscaler.multiscaler.MultiScaler` (the collector's windows, the
+vectorised decider, :class:`~autoscaler.scaler.Scaler`) called as the service calls it. This
+module holds what the simulator adds: the requests, the activator's and the pods' reports, and
+the results. Each instant ``i`` (second ``i`` runs from it to ``i + 1``):
 
-1. **Stats** about second ``i - 1`` are recorded into the stable and panic bucket rings of the
-   scaling metric (concurrency or rps; linear or weighted-exponential as the revision says)
-   at the instant ``i``, as the autoscaler records them: the pods' stat (what queue-proxies report,
-   minus what came through the activator), recorded only if some pod was ready, and the
-   activator's stat (its in-flight and arrivals, the first report after its immediate message
-   lowered by 1) while it tracks the revision. A non-zero activator stat while the decider's
-   desired scale is 0 pokes the decider.
-2. **Decider** (:class:`autoscaler.decider.Decider`): a tick every 2 s (instants 2, 4, ...)
-   and on a poke, with the ready pod count and the window averages (no data -> an invalid
-   tick, unless the target burst capacity is -1).
-3. **Scaler** (:mod:`autoscaler.simulate_scaler`): bounds, scale to and from zero, SKS mode;
-   pods are started (ready after the start-up delay) or removed.
-4. **Activator**: the first request of a revision it does not track yet sends the immediate
-   stat ``{concurrency 1, requests 1}`` and pokes the decider when its desired scale is 0.
+1. **Pods** that became ready are reported (as the local runtime's supervisor reports them).
+2. **Stats** about second ``i - 1`` are pushed as that second ends (so stamped ``i - 1``): the
+   pods' (revision totals: in-flight requests and arrivals, and how many of those came through
+   the activator), while some pod was ready, and the activator's (its in-flight and arrivals,
+   the first report after its immediate message lowered by 1, never below 0) while it tracks
+   the revision. The collector spots pokes (desired scale 0, concurrency != 0) and bursts; the
+   service decides those at once.
+3. **The service's second**: on even instants the 2 s tick (record the completed seconds, run
+   due timers, decide, reconcile what changed); on odd ones record and run due timers. Every
+   replica count the scaler applies is given to the deployment at once (pods are ready a
+   start-up delay later) and the new pod counts are reported back.
+4. **Activator**: when requests go through it (proxy mode, or no pod ready) and it does not
+   track the revision yet, its first request sends the immediate stat ``{concurrency 1,
+   requests 1}`` (stamped ``i``), which pokes at desired scale 0.
 5. **Load** (a fluid model): the second's arrivals join a FIFO backlog; ready pods work on at
    most ``pods x capacity`` requests at once (capacity = containerConcurrency, or the pod
    model's capacity when that is 0, else unlimited), so at most ``pods x capacity / latency``
@@ -25,15 +29,19 @@ Each second ``i`` of the trace (the instant ``i`` starts it; second ``i`` runs t
    activator in proxy mode; beyond that requests are rejected (503). Concurrency (what pods
    and activator report) = requests being worked on + requests waiting.
 
-Simplifications, all in the open: stats are exact revision totals (as the gRPC push gives
-them; upstream's scrape samples at most 16 pods); the activators are modelled as one; the
-path of in-flight requests follows the mode of the second; pods stop at once when removed;
-waiting requests never time out (upstream fails them after the revision's timeout); the scaler
-reconciles every second (upstream: on events and timers).
+Consequences of the service's rules worth knowing when reading a timeline: a tick at ``i``
+averages the seconds up to ``i - 1`` (the collector holds back the second in progress), so a
+window of ``w`` seconds covers ``w - 1`` completed ones at the tick; the scaler reconciles on
+decisions, pod changes and its own timers, not every second.
 
-Instants are whole seconds of simulation time, mapped to Unix time ``T0_UNIX_S + i`` for the
-windows and the decider. Pure: no I/O, no clock; :mod:`autoscaler.simulate_report` turns the
-result into a summary.
+Simplifications, all in the open: stats are exact revision totals (as the gRPC push gives
+them; upstream's scrape samples at most 16 pods); every report about a second arrives as it
+ends; the activators are modelled as one and always answer the autoscaler's probe; the path
+of in-flight requests follows the mode of the second; pods stop at once when removed; waiting
+requests never time out (upstream fails them after the revision's timeout).
+
+Instants are whole seconds, ``T0_UNIX_S + i`` in Unix time. Pure: no I/O, no clock;
+:mod:`autoscaler.simulate_report` turns the result into a summary.
 """
 from __future__ import annotations
 
@@ -41,13 +49,16 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
-from autoscaler.annotations import RPS, WEIGHTED_EXPONENTIAL
-from autoscaler.decider import Decider, Decision, num_activators
+from autoscaler.annotations import RPS
+from autoscaler.config import RevisionScaling
+from autoscaler.decider import Decision, num_activators
 from autoscaler.gotime import NS_PER_S
-from autoscaler.simulate_scaler import PROXY, SERVE, Deployment, Reconciled, ReconcilerModel
+from autoscaler.multiscaler import TICK_INTERVAL
+from autoscaler.scaler import ACTIVATING, SCALE_UNKNOWN
+from autoscaler.simulate_scaler import (MODE_PROXY, MODE_SERVE, T0_UNIX_S, Deployment,
+                                        SimulatedRevision, StatReport)
 from autoscaler.simulate_scenario import Scenario
 from autoscaler.simulate_trace import Trace
-from autoscaler.windows import TimedBuckets, WeightedBuckets
 
 __all__ = [
     "ACTIVATOR_QUEUE_DEPTH",
@@ -59,12 +70,11 @@ __all__ = [
     "Second",
     "SimulationResult",
     "Start",
+    "panic_periods",
     "simulate",
+    "zero_run_up",
 ]
 
-#: Simulation instant 0 as a Unix second (even, so 2 s ticks fall on the delay window's slots).
-T0_UNIX_S = 1_700_000_000
-TICK_INTERVAL = 2
 #: Requests one activator holds per revision (upstream throttler ``breakerQueueDepth``).
 ACTIVATOR_QUEUE_DEPTH = 10_000
 #: A queue-proxy queues up to this many x containerConcurrency requests.
@@ -76,9 +86,13 @@ _EPS = 1e-9
 class Start:
     """The revision at the start of the trace.
 
-    ``zero``: scaled to zero long ago (inactive, behind the activator); ``new``: just created
-    (initial-scale pods starting, as a fresh deployment); ``warm``: running for a long time at
-    the first second's load with ``pods`` ready pods (None: as many as that load needs).
+    ``zero``: idle long ago: the service has taken one idle pod to where it rests (no pods,
+    inactive, behind the activator, desired scale 0 -- or min-scale pods, or one pod without
+    scale to zero) before instant 0; ``new``: just created (the deployment starting its
+    initial-scale pods, the autoscaler seeing the revision for the first time); ``warm``:
+    running at the first second's load with ``pods`` ready pods (None: as many as that load
+    needs), a stable window of that load in the windows, first seen by the autoscaler at
+    instant 0 (active from then on, as after a restart, but not in restart panic).
     """
 
     kind: str = "zero"
@@ -112,17 +126,17 @@ class Second:
     rejected: float  # 503s: queue full
     concurrency: float  # in flight (worked on + waiting): what the stats report
     waiting: float  # of which waiting, time-averaged
-    stable: float | None  # window averages of the scaling metric (None: no data)
-    panic: float | None
+    stable: float | None  # the scaling metric's window averages the latest decision read
+    panic: float | None  # (None: no decision yet, or it found no data)
     desired: int  # the decider's desired scale (-1: no decision yet)
-    want: int  # the scaler's answer
+    want: int  # the scaler's answer (-1: unknown, touch nothing)
     replicas: int  # pods asked for
     pods: int  # pods that exist (starting + ready)
     ready: int
     in_panic: bool
-    mode: str  # serve | proxy (activator in the path)
-    state: str  # activating | active | inactive
-    decision: str  # "", "tick", "poke", "tick+poke", "start"
+    mode: str  # the request path: proxy (the scaler's SKS mode, or no pod ready) | serve
+    state: str  # the PA's Active condition: activating | active | inactive
+    decision: str  # decisions at the instant: "", "tick", "poke", "burst", joined with "+"
     excess_burst_capacity: int
 
 
@@ -170,7 +184,13 @@ def simulate(trace: Trace, scenario: Scenario, start: Start | None = None) -> Si
 
 
 def ns(instant: int) -> int:
+    """The Unix nanoseconds of simulation instant ``instant``."""
     return (T0_UNIX_S + instant) * NS_PER_S
+
+
+def instant(now_ns: int) -> int:
+    """The simulation instant of Unix nanoseconds ``now_ns``."""
+    return now_ns // NS_PER_S - T0_UNIX_S
 
 
 class _Episode:
@@ -195,22 +215,12 @@ class _Chunk:
 
 
 @dataclass(frozen=True, slots=True)
-class _Stat:
-    """The fields of upstream's ``Stat`` the windows read (revision totals)."""
-
-    concurrency: float = 0.0
-    proxied_concurrency: float = 0.0
-    request_count: float = 0.0
-    proxied_request_count: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
 class _Stats:
-    """What the pods (None: none ready, nothing to scrape) and the activator report about
+    """What the pods (None: none ready, nothing to report) and the activator report about
     one second."""
 
-    pods: _Stat | None
-    activator: _Stat
+    pods: StatReport | None
+    activator: StatReport
 
 
 class _Run:
@@ -218,12 +228,7 @@ class _Run:
         self.trace = trace
         self.sc = scenario
         self.start = start
-        s = scenario.scaling
-        self.spec = s.decider_spec()
-        ring = WeightedBuckets if s.aggregation_algorithm == WEIGHTED_EXPONENTIAL else TimedBuckets
-        # Only the scaling metric's rings: the other metric's never reach the decider.
-        self.observed = (ring(s.stable_window), ring(s.panic_window))
-        self.by_rps = s.scaling_metric == RPS
+        self.spec = scenario.scaling.decider_spec()
         self.capacity = scenario.pod_capacity()
         self.deploy = Deployment(scenario.pod.startup_delay)
         self.queue: deque[_Chunk] = deque()
@@ -231,140 +236,99 @@ class _Run:
         self.tracked = False  # the activator tracks the revision
         self.first_adj = 0.0
         self.pending: _Stats | None = None
-        self.decisions: list[Decision] = []
         self.timeline: list[Second] = []
         self.episodes: list[_Episode] = []
         self.episode: _Episode | None = None
-        self.panics: list[list[int | None]] = []  # [start, end, peak]
         self.queued = 0.0
         self.wait_total = 0.0
         self.max_wait = 0
-        self.scale_changes = 0
-        self.decider, self.reconciler = self._begin()
+        self.rev, self.first = self._begin()
 
     # --- start -------------------------------------------------------------------------
 
-    def _begin(self) -> tuple[Decider, ReconcilerModel]:
+    def _begin(self) -> tuple[SimulatedRevision, int]:
+        """The revision as the start says, and the first instant to run (< 0: a run-up)."""
         s, kind = self.sc.scaling, self.start.kind
-        if kind == "new":
-            rec = ReconcilerModel.new_revision(s, 0.0)
-            self.deploy.scale(rec.replicas, 0.0)
-            return Decider(self.spec, ns(0), 0), rec
-        if kind == "zero":
-            decider = Decider(self.spec, ns(0), 0)
-            decider.scale(ns(0), ready_pods=0, stable=0.0, panic=0.0)  # settled at 0
-            return decider, ReconcilerModel.idle_at_zero(s)
+        if kind == "new":  # the revision reconciler creates the deployment at initial scale
+            rev = SimulatedRevision(self.sc, self.deploy, at=0)
+            self.deploy.scale(s.initial_scale, 0.0)
+            rev.report_pods(0)
+            return rev, 0
+        if kind == "zero":  # one idle pod, long before: the service takes it to its idle state
+            first = -zero_run_up(s)
+            rev = SimulatedRevision(self.sc, self.deploy, at=first)
+            self.deploy.add_ready(1, float(first))
+            rev.report_pods(first)
+            return rev, first
         conc0, rps0 = self.trace.concurrency(0), self.trace.rps[0]
         pods = self.start.pods
         if pods is None:
             load = rps0 if s.scaling_metric == RPS else conc0
             pods = max(1, s.apply_bounds(math.ceil(load / s.target_value), True))
-        steady = _Stat(concurrency=conc0, request_count=rps0)
-        for k in range(1 - math.ceil(s.stable_window), 1):  # a full window of steady load
-            self._record(k, steady)
+        window = math.ceil(s.stable_window)
+        rev = SimulatedRevision(self.sc, self.deploy, at=-window)
+        rev.prefill(StatReport(concurrency=conc0, request_count=rps0), window, 0)
         self.deploy.add_ready(pods, 0.0)
-        decider = Decider(self.spec, ns(0), pods)
-        decider.set_panic_state(None, 0)  # running for long: no restart panic
-        stable, panic = self._observe(0)
-        decider.scale(ns(0), ready_pods=pods, stable=stable, panic=panic)
-        decider.set_panic_state(None, 0)
+        rev.report_pods(0)  # first seen running: active, as after an autoscaler restart
+        rev.forget_restart_panic()
         self.tracked = rps0 > 0
-        return decider, ReconcilerModel.running(s, pods)
+        return rev, 0
 
     # --- the loop ----------------------------------------------------------------------
 
     def run(self) -> SimulationResult:
-        for i in range(self.trace.seconds):
-            kinds = ["start"] if i == 0 and self.start.kind != "new" else []
-            poke = self._record_second(i) if i else False
-            stable, panic = self._observe(i)
-            if i % TICK_INTERVAL == 0 and i:
-                kinds.append("tick")
-            if poke:
-                kinds.append("poke")
-            if i and kinds:
-                self._decide(i)
-            rec = self._reconcile(i)
-            if rec.mode == PROXY and self.trace.rps[i] > 0 and not self.tracked:
-                self.tracked, self.first_adj = True, 1.0  # the activator's immediate stat
-                self._record(i, _Stat(concurrency=1.0, request_count=1.0))
-                if self.decider.status.desired_scale == 0:
-                    if "poke" not in kinds:
-                        kinds.append("poke")
-                    self._decide(i)
-                    rec = self._reconcile(i)
-            self._serve(i, rec, "+".join(kinds), stable, panic)
+        rev = self.rev
+        for i in range(self.first, self.trace.seconds):
+            rev.report_pods(i)  # pods that became ready
+            kinds = rev.push(self._reports(i), i)
+            kinds += rev.step(i)
+            path = rev.path(i)
+            arrivals = self.trace.rps[i] if i >= 0 else 0.0
+            if path == MODE_PROXY and arrivals > 0 and not self.tracked:
+                # The activator's first request: its immediate stat (which pokes at zero).
+                self.tracked, self.first_adj = True, 1.0
+                kinds += rev.push([("activator", i, StatReport(1.0, 0.0, 1.0, 0.0))], i)
+                path = rev.path(i)
+            self._serve(i, path, "+".join(dict.fromkeys(kinds)))
         return self._result()
 
-    def _record(self, instant: int, stat: _Stat) -> None:
-        """As the collector records a Stat: what did not come through the activator."""
-        t = ns(instant)
-        if self.by_rps:
-            value = stat.request_count - stat.proxied_request_count
-        else:
-            value = stat.concurrency - stat.proxied_concurrency
-        for ring in self.observed:
-            ring.record(t, value)
-
-    def _record_second(self, i: int) -> bool:
-        """Record the stats of second ``i - 1`` at instant ``i``; True = poke the decider."""
+    def _reports(self, i: int) -> list[tuple[str, int, StatReport]]:
+        """The stats about second ``i - 1``, pushed as it ends (stamped ``i - 1``)."""
         st = self.pending
         if st is None:
-            return False
-        if st.pods is not None:  # a scrape finds no pod to ask when none is ready
-            self._record(i, st.pods)
-        if not self.tracked:
-            return False
-        act = st.activator
-        reported = _Stat(concurrency=max(0.0, act.concurrency - self.first_adj),
-                         request_count=act.request_count - self.first_adj)
-        self._record(i, reported)
-        self.first_adj = 0.0
-        if act.concurrency == 0:
-            self.tracked = False  # an idle period: the activator forgets the revision
-        return reported.concurrency != 0 and self.decider.status.desired_scale == 0
-
-    def _observe(self, i: int) -> tuple[float | None, float | None]:
-        stable, panic = self.observed
-        t = ns(i)
-        if stable.is_empty(t) and not self.sc.scaling.activator_always_in_path:
-            return None, None  # no data, and a scrape target exists: an invalid tick
-        return stable.window_average(t), panic.window_average(t)
-
-    def _decide(self, i: int) -> None:
-        stable, panic = self._observe(i)
-        d = self.decider.scale(ns(i), ready_pods=self.deploy.ready(i), stable=stable,
-                               panic=panic)
-        self.decisions.append(d)
-        if d.panic_transition == "enter":
-            self.panics.append([i, None, d.result.desired_pod_count])
-        elif d.panic_transition == "exit" and self.panics:
-            self.panics[-1][1] = i
-        if d.in_panic and self.panics and d.result.scale_valid:
-            peak = self.panics[-1][2] or 0
-            self.panics[-1][2] = max(peak, d.result.desired_pod_count)
-
-    def _reconcile(self, i: int) -> Reconciled:
-        status = self.decider.status
-        rec = self.reconciler.reconcile(float(i), status.desired_scale,
-                                        status.excess_burst_capacity, self.deploy.ready(i))
-        if self.deploy.scale(rec.replicas, float(i)):
-            self.scale_changes += 1
-        return rec
+            return []
+        out = []
+        if st.pods is not None:  # pods report while one is ready
+            out.append(("pods", i - 1, st.pods))
+        if self.tracked:
+            act = st.activator
+            adj = self.first_adj
+            # Upstream lowers the first report by its immediate message; a fluid second may
+            # hold less than one arrival, and a Stat field cannot be negative.
+            out.append(("activator", i - 1, StatReport(
+                concurrency=max(0.0, act.concurrency - adj),
+                request_count=max(0.0, act.request_count - adj))))
+            self.first_adj = 0.0
+            if act.concurrency == 0:
+                self.tracked = False  # an idle period: the activator forgets the revision
+        return out
 
     # --- the load ----------------------------------------------------------------------
 
-    def _queue_limit(self, mode: str, ready: int) -> float:
+    def _queue_limit(self, path: str, ready: int) -> float:
         cc = self.sc.container_concurrency
-        if mode == PROXY and (cc > 0 or ready == 0):
+        if path == MODE_PROXY and (cc > 0 or ready == 0):
             return float(ACTIVATOR_QUEUE_DEPTH * num_activators(ready, self.spec))
-        if mode == SERVE and cc > 0:
+        if path == MODE_SERVE and cc > 0:
             return float(QUEUE_PROXY_QUEUE_FACTOR * cc * ready)
         return math.inf
 
-    def _serve(self, i: int, rec: Reconciled, decision: str, stable: float | None,
-               panic: float | None) -> None:
-        arrivals, latency = self.trace.rps[i], self.trace.latency[i]
+    def _serve(self, i: int, path: str, decision: str) -> None:
+        """Second ``i``'s load (none before instant 0); the timeline from instant 0 on."""
+        if i >= 0:
+            arrivals, latency = self.trace.rps[i], self.trace.latency[i]
+        else:
+            arrivals, latency = 0.0, self.trace.latency[0]
         ready = self.deploy.ready(i)
         if ready and self.episode is not None:
             self.episode.ready_at = i
@@ -397,7 +361,7 @@ class _Run:
         direct = min(arrivals, budget)
         started += direct
         rest = arrivals - direct
-        room = max(0.0, self._queue_limit(rec.mode, ready) - self.backlog)
+        room = max(0.0, self._queue_limit(path, ready) - self.backlog)
         admitted = min(rest, room)
         rejected = rest - admitted
         if admitted > _EPS:
@@ -407,20 +371,26 @@ class _Run:
         working = started * latency
         waiting = (before + self.backlog) / 2.0
         conc = working + waiting
-        if rec.mode == PROXY:  # everything came through the activator, which counts it
-            pods = _Stat(working, working, started, started)
-            self.pending = _Stats(pods if ready else None, _Stat(conc, 0.0, arrivals, 0.0))
+        if path == MODE_PROXY:  # everything came through the activator, which counts it
+            pods = StatReport(working, working, started, started)
+            self.pending = _Stats(pods if ready else None, StatReport(conc, 0.0, arrivals, 0.0))
         else:  # straight to the queue-proxies, where the waiting requests queue
-            self.pending = _Stats(_Stat(conc, 0.0, arrivals, 0.0) if ready else None, _Stat())
-        d = self.decider
+            self.pending = _Stats(StatReport(conc, 0.0, arrivals, 0.0) if ready else None,
+                                  StatReport())
+        if i < 0:
+            return
+        rev = self.rev
+        desired, ebc, in_panic = rev.decider_status()
+        stable, panic = rev.observed()
+        last = rev.last
         self.timeline.append(Second(
             t=i, rps=arrivals, latency_ms=latency * 1000.0,
             offered_concurrency=arrivals * latency, served_rps=started, rejected=rejected,
             concurrency=conc, waiting=waiting, stable=stable, panic=panic,
-            desired=d.status.desired_scale, want=rec.want, replicas=rec.replicas,
-            pods=len(self.deploy), ready=ready, in_panic=d.in_panic, mode=rec.mode,
-            state=rec.state, decision=decision,
-            excess_burst_capacity=d.status.excess_burst_capacity))
+            desired=desired, want=SCALE_UNKNOWN if last is None else last.want,
+            replicas=len(self.deploy), pods=len(self.deploy), ready=ready, in_panic=in_panic,
+            mode=path, state=ACTIVATING if last is None else last.active, decision=decision,
+            excess_burst_capacity=ebc))
 
     def _waited(self, chunk: _Chunk, amount: float, wait: int) -> None:
         self.wait_total += amount * wait
@@ -430,12 +400,35 @@ class _Run:
             chunk.episode.max_wait = max(chunk.episode.max_wait, wait)
 
     def _result(self) -> SimulationResult:
+        decisions = tuple(self.rev.decisions)
         return SimulationResult(
             scenario=self.sc, trace=self.trace, start=self.start,
-            timeline=tuple(self.timeline), decisions=tuple(self.decisions),
+            timeline=tuple(self.timeline), decisions=decisions,
             cold_starts=tuple(e.result() for e in self.episodes),
-            panic_periods=tuple(PanicPeriod(int(p[0] or 0), p[1], int(p[2] or 0))
-                                for p in self.panics),
+            panic_periods=panic_periods(decisions),
             queued_requests=self.queued, queue_wait_request_seconds=self.wait_total,
             max_queue_wait_s=self.max_wait, unserved_at_end=max(0.0, self.backlog),
-            scale_changes=self.scale_changes)
+            scale_changes=self.rev.scale_changes)
+
+
+def panic_periods(decisions: tuple[Decision, ...]) -> tuple[PanicPeriod, ...]:
+    """Panic periods from the decider's explained ticks, in order."""
+    periods: list[list[int | None]] = []  # [start, end, peak]
+    for d in decisions:
+        i = instant(d.now_ns)
+        if d.panic_transition == "enter":
+            periods.append([i, None, d.result.desired_pod_count])
+        elif d.panic_transition == "exit" and periods:
+            periods[-1][1] = i
+        if d.in_panic and periods and d.result.scale_valid:
+            periods[-1][2] = max(periods[-1][2] or 0, d.result.desired_pod_count)
+    return tuple(PanicPeriod(int(p[0] or 0), p[1], int(p[2] or 0)) for p in periods)
+
+
+def zero_run_up(s: RevisionScaling) -> int:
+    """Seconds the service needs to take one idle pod to its idle state (and its windows to
+    empty): a stable window to go inactive, the grace period or retention to remove the pod,
+    a stable window of silence; rounded up to an even number of seconds."""
+    seconds = 2 * math.ceil(s.stable_window) + math.ceil(
+        max(s.scale_to_zero_grace_period, s.last_pod_retention)) + 6
+    return seconds + seconds % 2

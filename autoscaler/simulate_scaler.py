@@ -1,179 +1,76 @@
-"""The simulator's model of the KPA reconciler and the Deployment it scales.
+"""The simulator's autoscaler: the service's own core driving one revision, and the pods it scales.
 
-:class:`ReconcilerModel` is one revision's PodAutoscaler reconcile (``shared/upstream/
-autoscaler-kpa.md`` §5), run by the simulator after every second's decider tick:
+:class:`SimulatedRevision` runs one revision through :class:`~autoscaler.multiscaler.MultiScaler`
+(the autoscaler service's pure core: the collector's windows, the vectorised decider and
+:class:`~autoscaler.scaler.Scaler`), called the way :class:`~autoscaler.service.AutoscalerService`
+calls it:
 
-1. ``scale(desired)``: no decision yet (-1) passes through unless activating; min/max bounds,
-   with initial-scale raising min until the revision first reaches it; then scale to zero:
-   disabled -> 1 pod; activating -> wait, or give up after the activation timeout; active ->
-   keep at most one pod until active for a stable window, then go inactive without scaling;
-   inactive -> scale to zero once inactive for max(grace period, last-pod retention), or once
-   the activator has been in the path for the grace period (the fast path), never before the
-   retention. The activator is assumed to answer its probe.
-2. SKS mode: serve iff want > 0 and excess burst capacity >= 0 and some pod is ready; else proxy
-   (the activator in the path). "Proxy since" is when that last became true.
-3. The Active condition (activating / active / inactive, with the time of the last change),
-   and whether the scale target has reached its initial scale.
+* :meth:`SimulatedRevision.push`: stats in (``Collector.ingest``, as from the gRPC push or the
+  activator's websocket); a poke or a burst it spots is decided at once (``MultiScaler.decide``);
+* :meth:`SimulatedRevision.step`: the once-a-second work (``AutoscalerService.step``): on even
+  instants the tick (record the completed seconds, run due timers, decide); otherwise record
+  the completed seconds and run due timers;
+* pod counts go in with ``MultiScaler.report_pods`` whenever they change, as the local
+  runtime's supervisor reports them; every outcome's replicas are applied to the
+  :class:`Deployment` at once, and the new counts reported back.
 
-:class:`Deployment` is the pods: asked for by replica count, ready a start-up delay later,
-removed at once (not-ready ones first, then the newest).
+So every rule (recording ``value - proxied value``, holding back the second in progress, the
+no-data rule, pokes, bursts, reconcile triggers and timers, bounds, scale to and from zero, the
+SKS mode) is the service's; nothing here decides anything. What is the simulator's own:
 
-Times are float seconds on the simulation's clock. Pure: no I/O, no clock. The parts the
-service's scaler could share are ``scale_to_zero`` and ``active_condition`` (pure functions
-of the state and ``now``).
+* :class:`Deployment`: pods asked for by replica count, ready a start-up delay later (rounded
+  up to a whole second), removed at once (not-ready ones first, then the newest);
+* the request path: the activator is in the path when the scaler's SKS mode is proxy **or no
+  pod is ready** (upstream's SKS reconciler forces proxy mode without ready endpoints, and the
+  scaler's ``activator_in_path`` reads it the same way; the published mode itself is not
+  forced, as in the service).
+
+Instants are whole seconds of simulation time, ``T0_UNIX_S + i`` in Unix time. Pure: no I/O,
+no clock.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from autoscaler.config import RevisionScaling
+from autoscaler.collector import PUSH
+from autoscaler.decider import Decision
+from autoscaler.gotime import NS_PER_S
+from autoscaler.multiscaler import TICK_INTERVAL, MultiScaler, Outcome, RevisionInput
+from autoscaler.scaler import MODE_PROXY, MODE_SERVE, PodCounts, ScalerResult
+from autoscaler.simulate_scenario import Scenario
+from proto import stat_pb2
 
 __all__ = [
-    "ACTIVATING",
-    "ACTIVE",
+    "KEY",
+    "MODE_PROXY",
+    "MODE_SERVE",
+    "T0_UNIX_S",
     "Deployment",
-    "INACTIVE",
-    "PROXY",
-    "Reconciled",
-    "ReconcilerModel",
-    "SERVE",
-    "active_condition",
-    "scale_to_zero",
+    "SimulatedRevision",
+    "StatReport",
 ]
 
-ACTIVATING, ACTIVE, INACTIVE = "activating", "active", "inactive"
-SERVE, PROXY = "serve", "proxy"
-NO_DECISION = -1
-_LONG_AGO = -math.inf
+#: Simulation instant 0 as a Unix second (even, so the ticks fall on even instants).
+T0_UNIX_S = 1_700_000_000
+#: The simulated revision's (namespace, name).
+KEY = ("simulate", "revision")
+_TICK = int(TICK_INTERVAL)
 
 
-def scale_to_zero(scaling: RevisionScaling, now: float, desired: int, state: str,
-                  state_since: float, proxy_since: float | None) -> tuple[int, bool, str]:
-    """Upstream's ``handleScaleToZero``: (want, apply to the scale target, why).
-
-    ``desired`` is already bounded; ``state``/``state_since`` are the Active condition and
-    when it last changed; ``proxy_since`` is when the activator last entered the path (None
-    = not in the path). The activator is taken to answer its probe.
-    """
-    if desired != 0:
-        return desired, True, "decider"
-    if not scaling.enable_scale_to_zero:
-        return 1, True, "scale to zero disabled"
-    if state == ACTIVATING:
-        if now - state_since > scaling.activation_timeout:
-            return 0, True, "activation timed out"
-        return NO_DECISION, False, "activating"
-    if state == ACTIVE:
-        if now - state_since >= scaling.stable_window:
-            return 0, False, "idle: deactivating"
-        return 1, True, "idle but active for less than a stable window"
-    inactive_for = now - state_since
-    retention = scaling.last_pod_retention
-    grace = scaling.scale_to_zero_grace_period
-    if inactive_for >= max(grace, retention):
-        return 0, True, "inactive for the grace period"
-    if retention > 0 and inactive_for < retention:
-        return 0, False, "keeping the last pod (retention)"
-    proxy_for = 0.0 if proxy_since is None else now - proxy_since
-    if grace - proxy_for <= 0:
-        return 0, True, "activator in the path for the grace period"
-    return 0, False, "waiting for the grace period"
-
-
-def active_condition(want: int, ready: int, min_ready: int, state: str) -> str:
-    """Upstream's ``computeActiveCondition``: the next Active state."""
-    if want == 0 or min_ready == 0:
-        return INACTIVE
-    if ready < min_ready:
-        return ACTIVATING if want > 0 or state != INACTIVE else INACTIVE
-    return ACTIVE if want > 0 or state != INACTIVE else state
+def unix(instant: int) -> float:
+    return float(T0_UNIX_S + instant)
 
 
 @dataclass(frozen=True, slots=True)
-class Reconciled:
-    """One reconcile: the scaler's answer, the replicas asked for, the SKS mode, the state."""
+class StatReport:
+    """One reporter's upstream ``Stat`` fields about one second (revision totals)."""
 
-    want: int
-    replicas: int
-    applied: bool
-    mode: str
-    state: str
-    reason: str
-
-
-class ReconcilerModel:
-    """One revision's PodAutoscaler, reconciled by :meth:`reconcile` (see module docstring)."""
-
-    def __init__(self, scaling: RevisionScaling, *, replicas: int, state: str,
-                 state_since: float, initialized: bool, mode: str = PROXY,
-                 proxy_since: float | None = _LONG_AGO) -> None:
-        self.scaling = scaling
-        self.replicas = replicas
-        self.state = state
-        self.state_since = state_since
-        self.initialized = initialized
-        self.mode = mode
-        self.proxy_since = proxy_since if mode == PROXY else None
-
-    @classmethod
-    def new_revision(cls, scaling: RevisionScaling, now: float) -> ReconcilerModel:
-        """Just created: initial-scale replicas, activating, the activator in the path."""
-        return cls(scaling, replicas=scaling.initial_scale, state=ACTIVATING, state_since=now,
-                   initialized=False, proxy_since=now)
-
-    @classmethod
-    def idle_at_zero(cls, scaling: RevisionScaling) -> ReconcilerModel:
-        """Scaled to zero long ago: inactive, behind the activator."""
-        return cls(scaling, replicas=0, state=INACTIVE, state_since=_LONG_AGO,
-                   initialized=True)
-
-    @classmethod
-    def running(cls, scaling: RevisionScaling, pods: int) -> ReconcilerModel:
-        """Active for a long time with ``pods`` replicas."""
-        return cls(scaling, replicas=pods, state=ACTIVE, state_since=_LONG_AGO,
-                   initialized=True)
-
-    def min_ready(self) -> int:
-        """Ready pods needed to count as active (upstream's ``activeThreshold``)."""
-        lo = self.scaling.min_scale
-        if not self.initialized:
-            return max(lo, self.scaling.initial_scale)
-        return max(lo, 1)
-
-    def reconcile(self, now: float, desired_scale: int, excess_burst_capacity: int,
-                  ready: int) -> Reconciled:
-        """Reconcile at ``now`` with the decider's status and the ready pod count."""
-        s = self.scaling
-        applied = False
-        if desired_scale < 0 and self.state != ACTIVATING:
-            want, reason = desired_scale, "no decision yet"
-        else:
-            bounded = s.apply_bounds(desired_scale, self.initialized)
-            want, applied, reason = scale_to_zero(s, now, bounded, self.state,
-                                                  self.state_since, self.proxy_since)
-            if applied:
-                self.replicas = want
-        if want == NO_DECISION and self.state == INACTIVE:
-            mode = PROXY
-        elif want > 0 and excess_burst_capacity >= 0:
-            mode = SERVE
-        else:
-            mode = PROXY
-        if ready == 0:
-            mode = PROXY  # no ready endpoints: the SKS keeps the activator in the path
-        if mode == PROXY and self.proxy_since is None:
-            self.proxy_since = now
-        elif mode == SERVE:
-            self.proxy_since = None
-        self.mode = mode
-        min_ready = self.min_ready()
-        if ready >= min_ready:
-            self.initialized = True
-        state = active_condition(want, ready, min_ready, self.state)
-        if state != self.state:
-            self.state, self.state_since = state, now
-        return Reconciled(want, self.replicas, applied, mode, self.state, reason)
+    concurrency: float = 0.0
+    proxied_concurrency: float = 0.0
+    request_count: float = 0.0
+    proxied_request_count: float = 0.0
 
 
 class Deployment:
@@ -189,6 +86,11 @@ class Deployment:
     def ready(self, now: float) -> int:
         return sum(1 for t in self._ready_at if t <= now)
 
+    def counts(self, now: float) -> PodCounts:
+        """What the runtime reports: ready pods, and the starting ones as pending."""
+        ready = self.ready(now)
+        return PodCounts(ready=ready, pending=len(self._ready_at) - ready)
+
     def add_ready(self, count: int, now: float) -> None:
         """Pods that are ready already (a warm start)."""
         self._ready_at = sorted([now] * count + self._ready_at)
@@ -202,3 +104,159 @@ class Deployment:
         elif change < 0:
             del self._ready_at[change:]  # the latest to be ready go first: starting, then newest
         return change
+
+
+class SimulatedRevision:
+    """One revision under the service's :class:`MultiScaler`, with its :class:`Deployment`.
+
+    Created (synced) at instant ``at``. ``decisions`` collects the decider's explained ticks
+    from instant ``record_from`` on; ``scale_changes`` counts applied replica changes from then.
+    """
+
+    def __init__(self, scenario: Scenario, deployment: Deployment, at: int,
+                 record_from: int = 0) -> None:
+        self.scenario = scenario
+        self.deployment = deployment
+        self.record_from = record_from
+        self.ms = MultiScaler(scenario.config, progress_deadline=scenario.progress_deadline,
+                              capacity=1)
+        spec = RevisionInput(*KEY, annotations=dict(scenario.annotations),
+                             container_concurrency=scenario.container_concurrency)
+        self.ms.sync(spec, unix(at))
+        resolved = self.ms.scaling(KEY)
+        if resolved != scenario.scaling:  # one resolution of the knobs, or a bug to see
+            raise AssertionError(f"the service resolved {resolved}, the scenario "
+                                 f"{scenario.scaling}")
+        self.decisions: list[Decision] = []
+        self.latest: Decision | None = None
+        """The decider's latest explained tick (before ``record_from`` too)."""
+        self.scale_changes = 0
+        self._reported: PodCounts | None = None
+
+    # -- inputs -------------------------------------------------------------------------------
+
+    def report_pods(self, instant: int) -> None:
+        """Report the deployment's pod counts if they changed (always the first time)."""
+        for _ in range(8):  # an applied scale changes the counts: report those too
+            pods = self.deployment.counts(float(instant))
+            if pods == self._reported:
+                return
+            self._reported = pods
+            self._scale(self.ms.report_pods(KEY, pods, unix(instant)), instant)
+        raise AssertionError("pod reports and scale outcomes did not settle")
+
+    def push(self, reports: Iterable[tuple[str, int, StatReport]], instant: int) -> list[str]:
+        """Stats ``(sender, second, report)`` arriving at ``instant``, each stamped with its
+        second; a poke or burst decides now. Returns the kinds of decision made."""
+        messages = [stat_pb2.WireStatMessage(
+            namespace=KEY[0], name=KEY[1], stat=stat_pb2.Stat(
+                pod_name=sender, average_concurrent_requests=r.concurrency,
+                average_proxied_concurrent_requests=r.proxied_concurrency,
+                request_count=r.request_count, proxied_request_count=r.proxied_request_count,
+                timestamp=T0_UNIX_S + second)) for sender, second, r in reports]
+        if not messages:
+            return []
+        res = self.ms.collector.ingest(messages, unix(instant), PUSH)
+        if res.accepted != len(messages):
+            raise AssertionError(f"the collector refused simulated stats: "
+                                 f"{self.ms.collector.rejected}")
+        kinds = (["poke"] if res.pokes else []) + (["burst"] if res.bursts else [])
+        if kinds:
+            before = self.ms.out_of_band
+            self._apply(self.ms.decide(res.pokes + res.bursts, self._ns(instant)), instant)
+            if self.ms.out_of_band == before:
+                return []  # no decider yet: nothing was decided
+            self._remember(instant)
+        return kinds
+
+    def prefill(self, report: StatReport, seconds: int, until: int) -> None:
+        """Windows as after ``seconds`` of ``report`` before instant ``until`` (a warm start):
+        the pods' stats of those seconds recorded, nothing decided."""
+        for second in range(until - seconds, until):
+            self.push([("pods", second, report)], second + 1)
+        self.ms.collector.flush(unix(until))
+
+    def forget_restart_panic(self) -> None:
+        """A decider created with several ready pods starts in panic (an autoscaler restart);
+        a revision running for long is not panicking."""
+        row = self._decider_row()
+        if row is not None:
+            self.ms.decider.set_panic_state(row, None, 0)
+
+    # -- time ---------------------------------------------------------------------------------
+
+    def step(self, instant: int) -> list[str]:
+        """The service's once-a-second work at ``instant``; returns ["tick"] on a tick."""
+        if instant % _TICK == 0:
+            self._apply(self.ms.tick(self._ns(instant)), instant)
+            if self._decider_row() is not None:
+                self._remember(instant)
+                return ["tick"]
+            return []
+        now = unix(instant)
+        self.ms.collector.flush(now)
+        self._apply(self.ms.due(now), instant)
+        return []
+
+    # -- views --------------------------------------------------------------------------------
+
+    @property
+    def last(self) -> ScalerResult | None:
+        """The scaler's latest reconcile."""
+        (_, _, _, _, last), = self.ms.snapshot_rows()
+        return last
+
+    @property
+    def mode(self) -> str:
+        """The SKS mode the scaler last published."""
+        return self.ms.mode_of(KEY)
+
+    def path(self, instant: int) -> str:
+        """Where requests go: through the activator in proxy mode or with no pod ready."""
+        if self.mode == MODE_PROXY or self.deployment.ready(float(instant)) == 0:
+            return MODE_PROXY
+        return MODE_SERVE
+
+    def decider_status(self) -> tuple[int, int, bool]:
+        """(desired scale, excess burst capacity, in panic); (-1, 0, False) before a decider."""
+        row = self._decider_row()
+        if row is None:
+            return -1, 0, False
+        st = self.ms.decider.status(row)
+        return st.desired_scale, st.excess_burst_capacity, \
+            self.ms.decider.panic_time_ns(row) is not None
+
+    def observed(self) -> tuple[float | None, float | None]:
+        """The window averages the latest decision read (None: none yet, or no data)."""
+        d = self.latest
+        if d is None:
+            return None, None
+        return d.observed_stable, d.observed_panic
+
+    # -- internals ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _ns(instant: int) -> int:
+        return (T0_UNIX_S + instant) * NS_PER_S
+
+    def _decider_row(self) -> int | None:
+        (_, _, row, _, _), = self.ms.snapshot_rows()
+        return row
+
+    def _remember(self, instant: int) -> None:
+        row = self._decider_row()
+        d = None if row is None else self.ms.decider.explain(row)
+        self.latest = d
+        if d is not None and instant >= self.record_from:
+            self.decisions.append(d)
+
+    def _apply(self, outcomes: list[Outcome], instant: int) -> None:
+        """Apply the outcomes' replicas, then report the pods if that changed them."""
+        self._scale(outcomes, instant)
+        self.report_pods(instant)
+
+    def _scale(self, outcomes: list[Outcome], instant: int) -> None:
+        for o in outcomes:
+            if o.scale is not None and self.deployment.scale(o.scale, float(instant)) \
+                    and instant >= self.record_from:
+                self.scale_changes += 1

@@ -114,6 +114,8 @@ class Scenario:
     scaling: RevisionScaling
     pod: PodModel
     warnings: tuple[str, ...] = ()
+    progress_deadline: float = DEFAULT_PROGRESS_DEADLINE
+    """config-deployment's progress-deadline, seconds (the autoscaler's own setting)."""
 
     def pod_capacity(self) -> float | None:
         """Concurrent requests one ready pod works on (None = unlimited)."""
@@ -159,7 +161,7 @@ def resolve(spec: ScenarioSpec) -> Scenario:
         warnings.append("containerConcurrency 0 and no pod capacity: a ready pod takes any "
                         "number of requests, so requests wait only while no pod is ready")
     return Scenario(spec.name, config, dict(spec.annotations), cc, scaling, pod,
-                    tuple(warnings))
+                    tuple(warnings), deadline)
 
 
 _KNOWN_ANNOTATIONS = frozenset(

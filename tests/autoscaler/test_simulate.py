@@ -1,7 +1,9 @@
-"""Timelines of the offline simulator (autoscaler.simulate).
+"""Timelines of the offline simulator (autoscaler.simulate), which runs the service's core.
 
-Every expectation is worked out by hand from the model in the module docstring: stats about
-second i are recorded at instant i + 1, the decider ticks at even instants (and on a poke),
+Every expectation is worked out by hand from the service's rules and the simulator's model
+(module docstrings): stats about second i are pushed as it ends, stamped i; a tick at even
+instant k (or a poke or burst at k) averages the completed seconds up to k - 1, so a window of
+w seconds holds w - 1 of them (upstream's ring average with the current bucket still empty);
 pods are ready ceil(start-up delay) seconds after they are asked for.
 """
 from __future__ import annotations
@@ -11,6 +13,7 @@ import pytest
 from autoscaler.simulate import T0_UNIX_S, Second, SimulationResult, Start, simulate
 from autoscaler.simulate_scenario import ScenarioSpec, apply_variant, resolve
 from autoscaler.simulate_trace import Trace
+
 
 def trace(*segments: tuple[int, float, float]) -> Trace:
     """Consecutive (seconds, rps, latency s) segments."""
@@ -48,36 +51,52 @@ def instant(now_ns: int) -> int:
 
 def test_a_step_in_load_scales_up_once_the_stable_window_average_needs_another_pod() -> None:
     # CC 0: target 70. Warm at concurrency 100 on 2 pods; at t=20 the load doubles to 200.
-    # Stable average at tick k (k-20 high seconds recorded): 100 + 100 (k-20)/60 -> needs a
-    # third pod once above 140: 140 exactly at tick 44 (ceil(2.0) = 2), 143.3 at tick 46.
+    # Stable average at tick k: seconds k-59..k-1, of which k-20 high: 100 + 100 (k-20)/59 ->
+    # needs a third pod once above 140: 137.29 at tick 42, 140.68 at tick 44.
     r = run(trace((20, 1000, 0.1), (60, 2000, 0.1)), start=Start("warm"))
     assert at(r, 0).ready == 2 and at(r, 0).mode == "proxy"
-    assert all(at(r, t).desired == 2 for t in range(0, 46))
-    assert at(r, 44).stable == pytest.approx(140.0)
-    assert at(r, 46).desired == 3 and at(r, 46).decision == "tick"
-    assert at(r, 46).replicas == 3 and at(r, 48).ready == 2 and at(r, 49).ready == 3
+    assert all(at(r, t).desired == 2 for t in range(0, 44))
+    assert at(r, 42).stable == pytest.approx(100 + 2200 / 59, abs=1e-6)
+    assert at(r, 44).stable == pytest.approx(100 + 2400 / 59, abs=1e-6)
+    assert at(r, 44).desired == 3 and at(r, 44).decision == "tick"
+    assert at(r, 44).replicas == 3 and at(r, 46).ready == 2 and at(r, 47).ready == 3
     assert not any(s.in_panic for s in r.timeline)  # the panic ratio stays below 2
 
 
 def test_a_shorter_stable_window_scales_up_sooner_for_the_same_step() -> None:
-    # Window 30 s: 100 + 100 (k-20)/30 > 140 first at tick 34 (13 high seconds).
+    # Window 30 s: 100 + 100 (k-20)/29 > 140 first at tick 32 (12 high seconds of 29).
     r = run(trace((20, 1000, 0.1), (40, 2000, 0.1)), start=Start("warm"),
             variant="stable-window=30s")
-    assert at(r, 32).desired == 2
-    assert at(r, 34).desired == 3
+    assert at(r, 30).desired == 2
+    assert at(r, 32).desired == 3
 
 
 def test_a_burst_enters_panic_at_the_tick_where_the_panic_window_doubles_the_pods() -> None:
-    # Warm at 100 on 2 pods; at t=30 the load goes to 400. Panic window 6 s:
-    # tick 32: (4x100 + 2x400)/6 = 200 -> 3 pods, 3/2 < 2;
-    # tick 34: (2x100 + 4x400)/6 = 300 -> ceil(4.29) = 5 pods, 5/2 >= 2: panic, desired 5.
+    # Warm at 100 on 2 pods; at t=30 the load goes to 400. Panic window 6 s, so 5 completed
+    # seconds at a tick: tick 30: 100 -> 2 pods;
+    # tick 32: (3x100 + 2x400)/5 = 220 -> ceil(3.14) = 4 pods, 4/2 >= 2: panic, desired 4;
+    # tick 34: (1x100 + 4x400)/5 = 340 -> ceil(4.86) = 5.
     r = run(trace((30, 1000, 0.1), (30, 4000, 0.1)), start=Start("warm"))
-    assert not at(r, 32).in_panic and at(r, 32).desired == 2
-    assert at(r, 34).in_panic and at(r, 34).desired == 5
-    assert at(r, 34).panic == pytest.approx(300.0)
-    assert r.panic_periods[0].start == 34
+    assert not at(r, 30).in_panic and at(r, 30).desired == 2
+    assert at(r, 32).in_panic and at(r, 32).desired == 4
+    assert at(r, 32).panic == pytest.approx(220.0)
+    assert at(r, 34).desired == 5 and at(r, 34).panic == pytest.approx(340.0)
+    assert r.panic_periods[0].start == 32
     entered = [d for d in r.decisions if d.panic_transition == "enter"]
-    assert [instant(d.now_ns) for d in entered] == [34]
+    assert [instant(d.now_ns) for d in entered] == [32]
+
+
+def test_a_burst_is_decided_as_its_second_ends_without_waiting_for_the_tick() -> None:
+    # Warm at 100 on 2 pods; second 30 brings 1000. The tick at 30 set the burst level at
+    # 100 + 6 x (70 x 3 - 100) = 760 (the panic value that would start a panic); second 30's
+    # 1000 crosses it, so the collector's burst decides at 31 on seconds 26..30:
+    # (4 x 100 + 1000)/5 = 280 -> 4 pods: panic one second before the tick at 32.
+    r = run(trace((30, 1000, 0.1), (10, 10000, 0.1)), start=Start("warm"))
+    assert at(r, 30).decision == "tick" and not at(r, 30).in_panic
+    assert at(r, 31).decision == "burst"
+    assert at(r, 31).panic == pytest.approx(280.0)
+    assert at(r, 31).in_panic and at(r, 31).desired == 4 and at(r, 31).replicas == 4
+    assert r.panic_periods[0].start == 31
 
 
 def test_panic_never_scales_down_and_ends_a_stable_window_after_the_last_high_tick() -> None:
@@ -155,11 +174,22 @@ def test_a_cold_start_counts_the_requests_that_waited_for_the_first_pod() -> Non
 
 
 def test_the_activators_first_report_is_lowered_by_its_immediate_message() -> None:
-    # The immediate stat (1) lands in bucket 5; the report about second 5 (concurrency 5:
-    # 10 arrivals waiting on average half a second... here 10 x 0.5 = 5) minus 1 in bucket 6.
+    # The poke at 5 reads the immediate stat alone (bucket 5 = 1). The report about second 5
+    # (concurrency 5: 10 arrivals waiting half a second on average) minus 1 joins it in
+    # bucket 5, so the tick at 6 reads 1 + 4 = 5 over the one second recorded.
     r = run(trace((5, 0, 0.1), (20, 10, 0.1)))
+    assert at(r, 5).stable == pytest.approx(1.0)
     assert at(r, 5).concurrency == pytest.approx(5.0)
-    assert at(r, 6).stable == pytest.approx((1.0 + 4.0) / 2)
+    assert at(r, 6).stable == pytest.approx(5.0)
+
+
+def test_without_burst_capacity_requests_go_through_the_activator_until_a_pod_is_ready() -> None:
+    # TBC 0: the poke's decision wants a pod with excess burst capacity 0, so the scaler
+    # publishes serve mode at once; with no pod ready the activator stays in the path.
+    r = run(trace((5, 0, 0.1), (20, 10, 0.1)), variant="target-burst-capacity=0")
+    assert at(r, 5).decision == "poke" and at(r, 5).excess_burst_capacity == 0
+    assert [at(r, t).mode for t in (5, 6, 7, 8)] == ["proxy", "proxy", "proxy", "serve"]
+    assert r.cold_starts[0].duration_s == 3
 
 
 def test_activation_scale_lifts_the_first_decision_from_zero() -> None:
@@ -253,6 +283,25 @@ def test_a_scale_down_delay_holds_pods_after_the_load_drops() -> None:
 def test_simulation_is_deterministic() -> None:
     tr = trace((5, 0, 0.1), (30, 400, 0.1), (60, 20, 0.1))
     assert run(tr, cc=10).timeline == run(tr, cc=10).timeline
+
+
+def test_a_zero_start_is_where_the_service_takes_an_idle_pod() -> None:
+    r = run(trace((5, 0, 0.1)))
+    s = at(r, 0)
+    assert (s.desired, s.pods, s.state, s.mode, s.stable) == (0, 0, "inactive", "proxy", None)
+    assert r.decisions[0].invalid_reason == "metrics_unavailable"  # no pods, no stats
+    kept = at(run(trace((5, 0, 0.1)), variant="min-scale=2"), 0)
+    assert (kept.ready, kept.state) == (2, "active")
+    one = at(run(trace((5, 0, 0.1)), variant="enable-scale-to-zero=false"), 0)
+    assert (one.desired, one.ready) == (0, 1)
+
+
+def test_a_warm_start_with_several_pods_is_not_in_restart_panic() -> None:
+    # A decider created with 3 ready pods would hold them in panic for a stable window; a
+    # warm revision scales down at once (max scale-down rate 2: 3 -> 1).
+    r = run(trace((10, 0, 0.1)), start=Start("warm", 3))
+    assert not at(r, 0).in_panic and at(r, 0).desired == 1 and at(r, 0).ready == 1
+    assert r.panic_periods == ()
 
 
 def test_start_parses_states_and_pod_counts() -> None:

@@ -1,115 +1,44 @@
-"""The simulator's KPA reconciler model and pods (autoscaler.simulate_scaler).
-
-The active-condition table is upstream's ``computeActiveCondition`` comment
-(pkg/reconciler/autoscaling/kpa/kpa.go); the scale-to-zero branches are §5.3 of
-shared/upstream/autoscaler-kpa.md.
-"""
+"""The simulator's autoscaler: one revision under the service's MultiScaler, and its pods
+(autoscaler.simulate_scaler). Timelines with explicit instants; the rules themselves are the
+service's and are tested with it (test_collector, test_multiscaler, test_scaler)."""
 from __future__ import annotations
-
-import math
-from dataclasses import replace
 
 import pytest
 
-from autoscaler.config import AutoscalerConfig, resolve_revision
-from autoscaler.simulate_scaler import (ACTIVATING, ACTIVE, INACTIVE, PROXY, SERVE, Deployment,
-                                        ReconcilerModel, active_condition, scale_to_zero)
-
-S = resolve_revision(AutoscalerConfig(), {})  # window 60 s, grace 30 s, timeout 630 s
-LONG_AGO = -math.inf
+from autoscaler.scaler import PodCounts
+from autoscaler.simulate_scaler import (KEY, MODE_PROXY, MODE_SERVE, Deployment,
+                                        SimulatedRevision, StatReport)
+from autoscaler.simulate_scenario import ScenarioSpec, apply_variant, resolve
 
 
-@pytest.mark.parametrize(("want", "ready", "min_ready", "state", "expected"), [
-    (0, 5, 1, ACTIVE, INACTIVE),
-    (3, 0, 1, INACTIVE, ACTIVATING),
-    (3, 1, 1, INACTIVE, ACTIVE),
-    (-1, 0, 1, INACTIVE, INACTIVE),
-    (-1, 0, 1, ACTIVATING, ACTIVATING),
-    (-1, 0, 1, ACTIVE, ACTIVATING),
-    (-1, 1, 1, INACTIVE, INACTIVE),
-    (-1, 1, 0, ACTIVATING, INACTIVE),
-    (-1, 1, 1, ACTIVATING, ACTIVE),
-    (-1, 1, 1, ACTIVE, ACTIVE),
-])
-def test_the_active_condition_follows_upstreams_table(want: int, ready: int, min_ready: int,
-                                                      state: str, expected: str) -> None:
-    assert active_condition(want, ready, min_ready, state) == expected
+def revision(variant: str | None = None, *, ready: int = 1, record_from: int = 0
+             ) -> SimulatedRevision:
+    """A revision first seen at instant 0 with ``ready`` pods running (starting in 3 s)."""
+    spec = ScenarioSpec(name="t")
+    if variant:
+        spec = apply_variant(spec, variant)
+    deploy = Deployment(3.0)
+    deploy.add_ready(ready, 0.0)
+    rev = SimulatedRevision(resolve(spec), deploy, at=0, record_from=record_from)
+    rev.report_pods(0)
+    return rev
 
 
-def test_a_non_zero_desired_scale_is_applied_as_it_is() -> None:
-    assert scale_to_zero(S, 0.0, 4, ACTIVE, LONG_AGO, None) == (4, True, "decider")
+def idle_seconds(rev: SimulatedRevision, start: int, end: int) -> None:
+    """Instants start..end: the pods report no load about the second before; the service steps."""
+    for i in range(start, end + 1):
+        rev.push([("pods", i - 1, StatReport())], i)
+        rev.step(i)
 
 
-def test_without_scale_to_zero_zero_becomes_one() -> None:
-    s = replace(S, enable_scale_to_zero=False)
-    assert scale_to_zero(s, 0.0, 0, INACTIVE, LONG_AGO, 0.0)[:2] == (1, True)
-
-
-def test_activating_waits_until_the_activation_timeout_then_gives_up() -> None:
-    assert scale_to_zero(S, 630.0, 0, ACTIVATING, 0.0, 0.0)[:2] == (-1, False)
-    assert scale_to_zero(S, 630.5, 0, ACTIVATING, 0.0, 0.0)[:2] == (0, True)
-
-
-def test_active_keeps_one_pod_until_active_for_a_stable_window_then_deactivates() -> None:
-    assert scale_to_zero(S, 59.0, 0, ACTIVE, 0.0, None)[:2] == (1, True)
-    assert scale_to_zero(S, 60.0, 0, ACTIVE, 0.0, None)[:2] == (0, False)
-
-
-def test_inactive_scales_to_zero_after_the_grace_period_or_the_proxy_fast_path() -> None:
-    # inactive since 100, activator in the path since 100: wait 30 s
-    assert scale_to_zero(S, 129.0, 0, INACTIVE, 100.0, 100.0)[:2] == (0, False)
-    assert scale_to_zero(S, 130.0, 0, INACTIVE, 100.0, 100.0)[:2] == (0, True)
-    # the activator was in the path long before: scale at once
-    assert scale_to_zero(S, 101.0, 0, INACTIVE, 100.0, 0.0)[:2] == (0, True)
-
-
-def test_last_pod_retention_is_a_floor_even_on_the_fast_path() -> None:
-    s = replace(S, last_pod_retention=50.0)
-    assert scale_to_zero(s, 149.0, 0, INACTIVE, 100.0, 0.0)[:2] == (0, False)
-    assert scale_to_zero(s, 150.0, 0, INACTIVE, 100.0, 0.0)[:2] == (0, True)
-
-
-def test_a_new_revision_holds_its_initial_scale_until_first_reached() -> None:
-    s = replace(S, initial_scale=3)
-    rec = ReconcilerModel.new_revision(s, 0.0)
-    # no decision yet (-1) while activating: bounded up to the initial scale, and applied
-    r = rec.reconcile(0.0, -1, -111, ready=0)
-    assert (r.want, r.replicas, r.state, r.mode) == (3, 3, ACTIVATING, PROXY)
-    # until it is reached, a decision of 1 still asks for 3
-    r = rec.reconcile(2.0, 1, -111, ready=2)
-    assert (r.want, r.replicas, r.state) == (3, 3, ACTIVATING)
-    r = rec.reconcile(3.0, 1, -111, ready=3)
-    assert r.state == ACTIVE and rec.initialized
-    r = rec.reconcile(4.0, 1, -111, ready=3)
-    assert (r.want, r.replicas) == (1, 1)  # initialised: the bound is gone
-
-
-def test_serve_mode_needs_want_burst_capacity_and_a_ready_pod() -> None:
-    rec = ReconcilerModel.running(S, 2)
-    assert rec.reconcile(0.0, 2, 5, ready=2).mode == SERVE and rec.proxy_since is None
-    assert rec.reconcile(1.0, 2, -1, ready=2).mode == PROXY and rec.proxy_since == 1.0
-    assert rec.reconcile(2.0, 2, 0, ready=0).mode == PROXY and rec.proxy_since == 1.0
-
-
-def test_an_idle_revision_wakes_on_a_decision() -> None:
-    rec = ReconcilerModel.idle_at_zero(S)
-    r = rec.reconcile(5.0, 0, -211, ready=0)
-    assert (r.want, r.replicas, r.applied, r.state) == (0, 0, True, INACTIVE)
-    r = rec.reconcile(6.0, 1, -211, ready=0)
-    assert (r.want, r.replicas, r.state) == (1, 1, ACTIVATING)
-    assert rec.state_since == 6.0
-
-
-def test_min_scale_keeps_pods_at_an_idle_revision() -> None:
-    s = replace(S, min_scale=2)
-    rec = ReconcilerModel.idle_at_zero(s)
-    assert rec.reconcile(0.0, 0, -211, ready=0).replicas == 2
-
+# -- the deployment ---------------------------------------------------------------------------
 
 def test_pods_are_ready_a_rounded_up_start_up_delay_after_they_are_asked_for() -> None:
     d = Deployment(2.5)
     assert d.scale(2, 10.0) == 2
     assert (len(d), d.ready(12.0), d.ready(13.0)) == (2, 0, 2)
+    assert d.counts(12.0) == PodCounts(ready=0, pending=2)
+    assert d.counts(13.0) == PodCounts(ready=2)
 
 
 def test_removing_pods_takes_starting_ones_first_then_the_newest() -> None:
@@ -123,7 +52,77 @@ def test_removing_pods_takes_starting_ones_first_then_the_newest() -> None:
     assert (len(d), d.ready(30.0)) == (1, 1)
 
 
-def test_a_new_revision_with_initial_scale_one_waits_without_a_decision() -> None:
-    rec = ReconcilerModel.new_revision(S, 0.0)
-    r = rec.reconcile(0.0, -1, -111, ready=0)
-    assert (r.want, r.replicas, r.applied, r.state) == (-1, 1, False, ACTIVATING)
+# -- the service driven -----------------------------------------------------------------------
+
+def test_the_service_resolves_the_same_knobs_as_the_scenario() -> None:
+    rev = revision("serving.knative.dev/progress-deadline=10s,window=30s")
+    rs = rev.ms.scaling(KEY)
+    assert rs == rev.scenario.scaling
+    assert (rs.activation_timeout, rs.stable_window) == (40.0, 30.0)
+
+
+def test_a_running_revision_is_adopted_active_and_ticks_on_even_instants() -> None:
+    rev = revision()
+    assert rev.last is not None and rev.last.active == "active"
+    assert rev.step(1) == []
+    assert rev.step(2) == ["tick"]
+    assert rev.decisions[-1].invalid_reason == "metrics_unavailable"  # nothing pushed yet
+
+
+def test_the_windows_get_what_did_not_come_through_the_activator() -> None:
+    # Second 0: the pods worked on 5 requests, all proxied; the activator counted 5 in flight
+    # (its own) -- recorded: (5 - 5) + 5 = 5, not 10.
+    rev = revision()
+    rev.push([("pods", 0, StatReport(5.0, 5.0, 50.0, 50.0)),
+              ("activator", 0, StatReport(5.0, 0.0, 50.0, 0.0))], 1)
+    rev.step(1)
+    assert rev.step(2) == ["tick"]
+    assert rev.observed() == (pytest.approx(5.0), pytest.approx(5.0))
+
+
+def test_a_decided_scale_goes_to_the_deployment_and_its_pods_are_reported_back() -> None:
+    rev = revision()
+    rev.push([("pods", 1, StatReport(concurrency=300.0))], 2)
+    rev.step(2)  # stable 300 on 1 pod, target 70: ceil(4.29) = 5
+    assert rev.decider_status()[0] == 5
+    assert len(rev.deployment) == 5 and rev.scale_changes == 1
+    (_, _, _, pods, last), = rev.ms.snapshot_rows()
+    assert pods == PodCounts(ready=1, pending=4)
+    assert last is not None and (last.want, last.apply) == (5, True)
+
+
+def test_a_stat_with_concurrency_at_desired_scale_zero_pokes_a_decision_at_once() -> None:
+    rev = revision()
+    idle_seconds(rev, 1, 2)  # tick 2: zeros on one pod -> desired 0
+    assert rev.decider_status()[0] == 0
+    kinds = rev.push([("activator", 2, StatReport(concurrency=3.0, request_count=3.0))], 3)
+    assert kinds == ["poke"]
+    # Seconds 0..2: 0, 0, 3 -> stable 1 -> one pod.
+    assert rev.decider_status()[0] == 1
+    assert rev.observed()[0] == pytest.approx(1.0)
+    assert [d.now_ns for d in rev.decisions][-1] == (1_700_000_003) * 10**9
+
+
+def test_requests_go_through_the_activator_while_no_pod_is_ready_whatever_the_mode() -> None:
+    # TBC 0: one pod wanted with excess burst capacity 0 -> serve mode, once the pod is ready.
+    rev = revision("target-burst-capacity=0", ready=0)
+    rev.deployment.scale(1, 0.0)  # ready at 3
+    rev.report_pods(0)
+    rev.push([("activator", 0, StatReport(concurrency=1.0, request_count=1.0))], 1)
+    rev.step(1)
+    rev.step(2)
+    assert rev.mode == MODE_SERVE
+    assert rev.path(2) == MODE_PROXY
+    rev.report_pods(3)
+    assert rev.path(3) == MODE_SERVE
+
+
+def test_decisions_and_scale_changes_count_from_the_recorded_instant_on() -> None:
+    rev = revision(record_from=4)
+    rev.push([("pods", 1, StatReport(concurrency=300.0))], 2)
+    rev.step(2)
+    assert (rev.decisions, rev.scale_changes) == ([], 0)
+    assert rev.latest is not None  # still the latest, for the timeline
+    rev.step(3)
+    rev.step(4)
+    assert len(rev.decisions) == 1
