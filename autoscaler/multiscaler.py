@@ -74,7 +74,8 @@ class _Columns:
     _SPEC = {"col": (np.int64, -1), "rps": (bool, False), "scrape": (bool, True),
              "ready": (np.int64, 0), "target": (np.float64, 1.0), "threshold": (np.float64, 2.0),
              "panic_n": (np.float64, 6.0), "in_panic": (bool, False), "sc": (np.float64, 0.0),
-             "pc": (np.float64, 0.0), "sr": (np.float64, 0.0), "pr": (np.float64, 0.0)}
+             "pc": (np.float64, 0.0), "sr": (np.float64, 0.0), "pr": (np.float64, 0.0),
+             "psc": (np.float64, 0.0), "psr": (np.float64, 0.0)}
 
     def __init__(self, capacity: int) -> None:
         self.a = {k: np.full(capacity, fill, dtype=dt) for k, (dt, fill) in self._SPEC.items()}
@@ -346,7 +347,12 @@ class MultiScaler:
         else:
             self.collector.set_hints(col, res.desired_scale == 0, level, panic, now)
 
-        todo = np.flatnonzero(res.informed | panic_changed)
+        # Observed values that moved since they were last published are republished too
+        # (revision_io.observed_moved, vectorised), so status views do not go stale.
+        psc, psr = a["psc"][rows], a["psr"][rows]
+        moved = valid & ((np.abs(a["sc"][rows] - psc) > np.maximum(0.5, 0.1 * np.abs(psc)))
+                         | (np.abs(a["sr"][rows] - psr) > np.maximum(0.5, 0.1 * np.abs(psr))))
+        todo = np.flatnonzero(res.informed | panic_changed | moved)
         self._reconciled = len(todo)
         self._decided_at = timer() if timer else 0.0
         out: list[Outcome] = []
@@ -410,6 +416,8 @@ class MultiScaler:
         publish = not record.same_as(rev.published)
         if publish:
             rev.published = record
+            a = self._cols.a
+            a["psc"][row], a["psr"][row] = sc, sr
         scale = res.want if res.apply else None
         if not publish and scale is None:
             return None

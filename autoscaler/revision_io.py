@@ -51,9 +51,17 @@ class DecisionRecord(NamedTuple):
     unix_nanos: int
 
     def same_as(self, other: DecisionRecord | None) -> bool:
-        """Equal in everything a subscriber acts on (EBC by sign, as upstream informs)."""
+        """Equal in everything a subscriber acts on (EBC by sign, as upstream informs), and
+        the observed stable concurrency and rps have not moved (``observed_moved``)."""
         return other is not None and self[2] == other[2] and self[4:8] == other[4:8] \
-            and self[11] == other[11] and (self[3] < 0) == (other[3] < 0)
+            and self[11] == other[11] and (self[3] < 0) == (other[3] < 0) \
+            and not observed_moved(self[8], other[8]) and not observed_moved(self[10], other[10])
+
+
+def observed_moved(new: float, old: float) -> bool:
+    """An observed value worth republishing (status views read it): more than 10 %, and
+    more than 0.5, away from the one last published."""
+    return abs(new - old) > max(0.5, 0.1 * abs(old))
 
 
 @dataclass(frozen=True, slots=True)

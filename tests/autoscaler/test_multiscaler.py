@@ -104,6 +104,15 @@ def test_a_decision_is_published_only_when_it_changes() -> None:
     assert first
 
 
+def test_observed_load_that_moves_is_republished_even_when_the_decision_holds() -> None:
+    w = World(cc=10)
+    w.run(0, 6, 35.0)
+    later = [o.decision for o in w.run(6, 40, 30.0) if o.decision is not None]
+    # ceil(35 / 7) == ceil(30.75 / 7) == 5 pods throughout, but status views see the load fall.
+    assert later and {d.desired_pods for d in later} == {5}
+    assert later[-1].stable_concurrency < 31.5
+
+
 def test_no_data_makes_ticks_invalid_unless_the_activator_is_always_in_the_path() -> None:
     w = World()
     assert w.tick(2.05) == [] or w.decision()["desired_pods"] == -1
