@@ -113,7 +113,9 @@ def summary(result: SimulationResult) -> dict[str, Any]:
             "peak_ready": max((s.ready for s in tl), default=0),
             "scale_changes": result.scale_changes,
         },
-        "decisions": {"ticks": len(result.decisions), "invalid": invalid},
+        "decisions": {"count": len(result.decisions), "invalid": invalid,
+                      **{f"{kind}s": sum(1 for x in tl if kind in x.decision.split("+"))
+                         for kind in ("tick", "poke", "burst")}},
         "warnings": warnings,
     }
 

@@ -33,8 +33,9 @@ __all__ = ["add_parser", "build_parser", "main", "run"]
 logger = logging.getLogger(__name__)
 
 DESCRIPTION = """\
-Replay a traffic trace through the autoscaler's own windows, decider and scaler, with a simple
-pod model, and report pods over time, panic periods, cold starts, requests that waited, and
+Replay a traffic trace through the autoscaler service's own core (its stat windows, decider
+and scaler, driven second by second as the service drives them), with a simple pod and
+request model, and report pods over time, panic periods, cold starts, requests that waited, and
 pod-seconds used; draw it as a PNG. Run several settings over the same trace (--compare,
 --variant) to see how windows and targets change the outcome.
 """
@@ -81,7 +82,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                    help=f"latency for trace rows that give only concurrency (default "
                         f"{DEFAULT_LATENCY * 1000:g})")
     p.add_argument("--start", default="zero", metavar="STATE",
-                   help="the revision at t=0: zero (idle at zero pods, the default), new "
+                   help="the revision at t=0: zero (idle long ago, where the autoscaler "
+                        "rests: zero pods unless min-scale says otherwise; the default), new "
                         "(just deployed), warm (running at the first second's load), or a "
                         "number of ready pods")
     p.add_argument("--duration", type=int, metavar="SECONDS",

@@ -36,6 +36,10 @@ def test_the_summary_adds_up_the_timeline() -> None:
     assert s["pods"]["pod_seconds"] == sum(x.pods for x in r.timeline)
     assert s["pods"]["peak"] == max(x.pods for x in r.timeline)
     assert s["settings"]["target"] == 70 and s["settings"]["stable_window_s"] == 60
+    # Ticks every 2 s from 0 to 164, the poke of the cold start at 5; no bursts at this load.
+    d = s["decisions"]
+    assert (d["ticks"], d["pokes"], d["bursts"]) == (83, 1, 0)
+    assert d["count"] == d["ticks"] + d["pokes"] == len(r.decisions)
     json.dumps(s)  # JSON-ready
 
 
