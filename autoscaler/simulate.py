@@ -183,11 +183,6 @@ def simulate(trace: Trace, scenario: Scenario, start: Start | None = None) -> Si
     return _Run(trace, scenario, start or Start()).run()
 
 
-def ns(instant: int) -> int:
-    """The Unix nanoseconds of simulation instant ``instant``."""
-    return (T0_UNIX_S + instant) * NS_PER_S
-
-
 def instant(now_ns: int) -> int:
     """The simulation instant of Unix nanoseconds ``now_ns``."""
     return now_ns // NS_PER_S - T0_UNIX_S

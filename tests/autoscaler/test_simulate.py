@@ -294,6 +294,9 @@ def test_a_zero_start_is_where_the_service_takes_an_idle_pod() -> None:
     assert (kept.ready, kept.state) == (2, "active")
     one = at(run(trace((5, 0, 0.1)), variant="enable-scale-to-zero=false"), 0)
     assert (one.desired, one.ready) == (0, 1)
+    # The run-up outlasts the last pod's retention: 2 x 60 + 300 + 6 seconds.
+    retained = at(run(trace((5, 0, 0.1)), variant="scale-to-zero-pod-retention-period=5m"), 0)
+    assert (retained.pods, retained.state) == (0, "inactive")
 
 
 def test_a_warm_start_with_several_pods_is_not_in_restart_panic() -> None:
