@@ -72,8 +72,12 @@ async def test_the_first_request_scales_a_service_from_zero(start: Start) -> Non
     assert (rev["ready"], rev["desired"]) == (0, 0)
     reply = await up.request("hello")
     assert (reply.status, reply.text) == (200, "ok hello-00001\n"), reply
-    rev = await up.revision("hello-00001")
-    assert rev["ready"] == 1 and rev["autoscaler"]["desired"] >= 1
+    # The activator uses a pod the moment its queue-proxy answers; the runtime's own status
+    # may notice a moment later.
+    async def scaled() -> bool:
+        rev = await up.revision("hello-00001")
+        return rev["ready"] == 1 and rev["autoscaler"]["desired"] >= 1
+    await up.eventually(scaled, timeout=10, what="one ready pod and a desired count")
 
 
 async def test_sustained_load_scales_up_and_every_request_succeeds(start: Start) -> None:
