@@ -50,11 +50,13 @@ SPECIAL = {
     b"connection": 7, b"x-forwarded-for": 8, b"forwarded": 9, b"x-forwarded-proto": 10,
     b"x-forwarded-host": 11, b"knative-serving-namespace": 12, b"knative-serving-revision": 13,
     b"traceparent": 14, b"x-b3-traceid": 15, b"upgrade": 16, b"expect": 17,
+    b"content-length": 19, b"transfer-encoding": 20,
 }
-N_SPECIAL = 19
+N_SPECIAL = 21
 H_HOST, H_UA, H_PROBE, H_HASH, H_KUBELET, H_PROXY, H_ORIG_HOST, H_CONNECTION = range(8)
 H_XFF, H_FORWARDED, H_XFP, H_XFH, H_NS, H_REV, H_TRACEPARENT, H_B3, H_UPGRADE, H_EXPECT = range(8, 18)
 H_XFF_FIRST = 18  # set only when X-Forwarded-For came on more than one line
+H_CL, H_TE = 19, 20
 
 STATUS_REASONS = {
     100: b"Continue", 101: b"Switching Protocols", 200: b"OK", 201: b"Created", 202: b"Accepted",
@@ -89,14 +91,15 @@ class App(Protocol):
 
 def note_special(sp: list[bytes | None], i: int, value: bytes) -> bool:
     """Keep a special header's value: the first line wins, as Go's ``Header.Get``, except
-    X-Forwarded-For and Connection, whose lines are joined (the first X-Forwarded-For line
-    is also kept apart for the Forwarded shim). Returns False for a second Host."""
+    X-Forwarded-For, Connection and Transfer-Encoding, whose lines are joined (the first
+    X-Forwarded-For line is also kept apart for the Forwarded shim). Returns False for a
+    second Host."""
     prior = sp[i]
     if prior is None:
         sp[i] = value
     elif i == H_HOST:
         return False
-    elif i == H_XFF or i == H_CONNECTION:
+    elif i == H_XFF or i == H_CONNECTION or i == H_TE:
         if i == H_XFF and sp[H_XFF_FIRST] is None:
             sp[H_XFF_FIRST] = prior
         sp[i] = prior + b", " + value
@@ -664,16 +667,16 @@ class ServerConnection(asyncio.Protocol):
             raise _BadHead(400, b"missing required Host header\n")
         ex.keep_alive = p.should_keep_alive()
         ex.upgrade = p.should_upgrade()
-        for _, lname, value in ex.headers:
-            if lname == b"content-length":
-                ex.content_length = int(value)
-            elif lname == b"transfer-encoding":
-                # Only chunked, as Go's server: another coding could not be re-framed faithfully.
-                if value.strip().lower() != b"chunked" or ex.chunked:
-                    raise _BadHead(501, b"unsupported transfer encoding\n")
-                ex.chunked = True
-        if ex.chunked:
-            ex.content_length = None
+        sp = ex.special
+        te = sp[H_TE]
+        if te is not None:
+            # Only chunked, as Go's server: another coding (or chunked twice, joined here as
+            # "chunked, chunked") could not be re-framed faithfully.
+            if te.strip().lower() != b"chunked":
+                raise _BadHead(501, b"unsupported transfer encoding\n")
+            ex.chunked = True
+        elif sp[H_CL] is not None:
+            ex.content_length = int(sp[H_CL])  # llhttp has checked it is digits
         ex._body_done = not ex.chunked and not ex.content_length
         ex.started_at = self.last_active = self.loop.time()
         self.head_started = 0.0
