@@ -37,16 +37,16 @@ Pure: no I/O.
 """
 from __future__ import annotations
 
-import math
 import re
-import unicodedata
 from collections.abc import Callable, Mapping
-from functools import lru_cache
 from types import MethodType
 from typing import Any
-from urllib.parse import quote_plus
 
 from queueproxy.config import parse_go_int  # Go's base-prefixed, underscore-aware ints
+from queueproxy.gofmt import (
+    NO_VALUE, ExecError, format_float, format_value, go_bytes, html_escape, is_raw_byte, js_escape, quote,
+    sorted_keys, sprint, sprintf, sprintln, type_name, urlquery_escape,
+)
 
 __all__ = [
     "ExecError",
@@ -69,353 +69,7 @@ class TemplateError(ValueError):
     """The template cannot be compiled: bad syntax, or a construct this subset lacks."""
 
 
-class ExecError(Exception):
-    """Executing the template failed (Go's ``Execute`` error): a missing field, a bad call."""
-
-
-class _NoValue:
-    """Go's invalid ``reflect.Value``: what a missing map key evaluates to."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "NO_VALUE"
-
-
-NO_VALUE: Any = _NoValue()
 _NOFINAL: Any = object()
-
-# --------------------------------------------------------------------------------------------
-# Go's fmt, for the values a template can hold.
-
-
-def _digits(x: float) -> tuple[str, int]:
-    """Shortest round-trip decimal digits of a finite x > 0, and Go's decimal-point position."""
-    r = repr(x)
-    mant, _, exp = r.partition("e")
-    ip, _, fp = mant.partition(".")
-    allds = ip + fp
-    stripped = allds.lstrip("0")
-    dp = len(ip) + (int(exp) if exp else 0) - (len(allds) - len(stripped))
-    return stripped.rstrip("0") or "0", dp
-
-
-def _exp_suffix(exp: int, e: str) -> str:
-    return f"{e}{'-' if exp < 0 else '+'}{abs(exp):02d}"
-
-
-def format_float(x: float, e: str = "e") -> str:
-    """``strconv.FormatFloat(x, 'g', -1, 64)``: what Go prints for a float64 with ``%v``."""
-    if x != x:
-        return "NaN"
-    if x in (math.inf, -math.inf):
-        return "+Inf" if x > 0 else "-Inf"
-    if x == 0:
-        return "-0" if math.copysign(1.0, x) < 0 else "0"
-    sign = "-" if x < 0 else ""
-    ds, dp = _digits(abs(x))
-    exp = dp - 1
-    if exp < -4 or exp >= 6:
-        return sign + ds[0] + ("." + ds[1:] if len(ds) > 1 else "") + _exp_suffix(exp, e)
-    if dp <= 0:
-        return sign + "0." + "0" * -dp + ds
-    if dp >= len(ds):
-        return sign + ds + "0" * (dp - len(ds))
-    return sign + ds[:dp] + "." + ds[dp:]
-
-
-def _type_name(v: Any) -> str:
-    if isinstance(v, bool):
-        return "bool"
-    if isinstance(v, int):
-        return "int"
-    if isinstance(v, float):
-        return "float64"
-    if isinstance(v, str):
-        return "string"
-    if isinstance(v, (list, tuple)):
-        return "[]interface {}"
-    if isinstance(v, Mapping):
-        return "map[string]interface {}"
-    return type(v).__name__
-
-
-def format_value(v: Any, pointer: bool = False) -> str:
-    """Go's ``%v``. ``pointer`` prints a struct held by pointer as ``&{...}`` (``fmt.Sprint``
-    does; a template action dereferences first, so it prints ``{...}``)."""
-    t = type(v)
-    if t is str:
-        return v
-    if t is int:
-        return str(v)
-    if t is bool:
-        return "true" if v else "false"
-    if t is float:
-        return format_float(v)
-    if v is None:
-        return "<nil>"
-    if v is NO_VALUE:
-        return "<no value>"
-    if isinstance(v, (list, tuple)):
-        return "[" + " ".join(format_value(e, True) for e in v) + "]"
-    if isinstance(v, Mapping):
-        return "map[" + " ".join(f"{format_value(k)}:{format_value(v[k], True)}"
-                                 for k in _sorted_keys(v)) + "]"
-    stringer = getattr(v, "String", None)
-    if isinstance(stringer, MethodType):
-        return str(stringer())
-    fields = getattr(v, "__go_fields__", None)
-    if fields is not None:
-        body = "{" + " ".join(format_value(getattr(v, f), True) for f in fields) + "}"
-        return "&" + body if pointer else body
-    if isinstance(v, str):  # subclasses of the basic types
-        return str.__str__(v)
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return int.__repr__(v)
-    if isinstance(v, float):
-        return format_float(float(v))
-    raise ExecError(f"can't print value of type {type(v).__name__}")
-
-
-def _sorted_keys(m: Mapping[Any, Any]) -> list[Any]:
-    try:
-        return sorted(m)
-    except TypeError:
-        return list(m)
-
-
-def sprint(*args: Any) -> str:
-    """``fmt.Sprint``: a space between operands when neither is a string."""
-    out, prev_str = [], True
-    for i, a in enumerate(args):
-        is_str = isinstance(a, str)
-        if i and not is_str and not prev_str:
-            out.append(" ")
-        out.append(format_value(a, True))
-        prev_str = is_str
-    return "".join(out)
-
-
-def _sprintln(*args: Any) -> str:
-    return " ".join(format_value(a, True) for a in args) + "\n"
-
-
-@lru_cache(maxsize=4096)
-def _is_print(c: str) -> bool:
-    """Go's ``unicode.IsPrint``: letters, marks, numbers, punctuation, symbols, ASCII space."""
-    return c == " " or unicodedata.category(c)[0] in "LMNPS"
-
-
-def _is_raw_byte(c: str) -> bool:
-    return "\udc80" <= c <= "\udcff"
-
-
-_JS_SPECIAL = re.compile("[\x00-\x1f\\\\'\"<>&=\x80-\U0010ffff]")
-_JS_ASCII = {"\\": "\\\\", "'": "\\'", '"': '\\"', "<": "\\u003C", ">": "\\u003E",
-             "&": "\\u0026", "=": "\\u003D"}
-_JS_ASCII.update({chr(i): "\\u00%02X" % i for i in range(0x20)})
-
-
-def _js_char(m: re.Match[str]) -> str:
-    c = m.group()
-    if c < "\x80":
-        return _JS_ASCII[c]
-    if _is_raw_byte(c) or _is_print(c):
-        return c
-    return "\\u%04X" % ord(c)
-
-
-def js_escape(s: str) -> str:
-    """Go's ``template.JSEscapeString``, byte for byte (note ``'`` becomes ``\\'``)."""
-    if _JS_SPECIAL.search(s) is None:
-        return s
-    return _JS_SPECIAL.sub(_js_char, s)
-
-
-_HTML = str.maketrans({"\0": "\ufffd", '"': "&#34;", "'": "&#39;", "&": "&amp;",
-                       "<": "&lt;", ">": "&gt;"})
-
-
-def html_escape(s: str) -> str:
-    """Go's ``template.HTMLEscapeString``."""
-    return s.translate(_HTML)
-
-
-def _bytes(s: str) -> bytes:
-    return s.encode("utf-8", "surrogateescape")
-
-
-def urlquery_escape(s: str) -> str:
-    """Go's ``url.QueryEscape``."""
-    return quote_plus(_bytes(s), safe="")
-
-
-_QUOTE_CTRL = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t",
-               "\v": "\\v", "\\": "\\\\"}
-
-
-def quote(s: str, q: str = '"') -> str:
-    """Go's ``strconv.Quote`` (and ``QuoteRune`` with ``q="'"``)."""
-    out = [q]
-    for c in s:
-        o = ord(c)
-        if c == q:
-            out.append("\\" + c)
-        elif c in _QUOTE_CTRL:
-            out.append(_QUOTE_CTRL[c])
-        elif _is_raw_byte(c):
-            out.append("\\x%02x" % (o - 0xDC00))
-        elif o < 0x80 and (o < 0x20 or o == 0x7F):
-            out.append("\\x%02x" % o)
-        elif o < 0x80 or _is_print(c):
-            out.append(c)
-        elif o > 0xFFFF:
-            out.append("\\U%08x" % o)
-        else:
-            out.append("\\u%04x" % o)
-    out.append(q)
-    return "".join(out)
-
-
-_VERB = re.compile(r"%([-+# 0]*)(\*|\d+)?(?:\.(\*|\d*))?(.?)", re.S)
-
-
-def _pad(s: str, width: int | None, minus: bool, zero: bool = False) -> str:
-    if width is None or len(s) >= width:
-        return s
-    if minus:
-        return s + " " * (width - len(s))
-    if zero:
-        sign = s[0] if s[:1] in ("-", "+", " ") else ""
-        return sign + "0" * (width - len(s)) + s[len(sign):]
-    return " " * (width - len(s)) + s
-
-
-def _bad(verb: str, v: Any) -> str:
-    return f"%!{verb}(<nil>)" if v is None else f"%!{verb}({_type_name(v)}={format_value(v, True)})"
-
-
-def _fmt_one(verb: str, flags: str, width: int | None, prec: int | None, v: Any) -> str:
-    minus, plus, zero, space, sharp = ("-" in flags, "+" in flags, "0" in flags and "-" not in flags,
-                                       " " in flags, "#" in flags)
-    is_int = isinstance(v, int) and not isinstance(v, bool)
-    if verb in "dxXob" and is_int:
-        base = {"d": 10, "x": 16, "X": 16, "o": 8, "b": 2}[verb]
-        digits = "" if prec == 0 and v == 0 else format(abs(v), {10: "d", 16: "x", 8: "o", 2: "b"}[base])
-        if verb == "X":
-            digits = digits.upper()
-        if prec is not None:
-            digits = digits.zfill(prec)
-        if sharp and base != 10:
-            digits = {16: "0x" if verb == "x" else "0X", 8: "0", 2: "0b"}[base] + digits
-        sign = "-" if v < 0 else "+" if plus else " " if space else ""
-        return _pad(sign + digits, width, minus, zero and prec is None)
-    if verb in "xX" and isinstance(v, str):
-        h = _bytes(v).hex()
-        return _pad(h.upper() if verb == "X" else h, width, minus)
-    if verb in "eEfFgG" and isinstance(v, float):
-        if v != v or v in (math.inf, -math.inf):
-            s = "NaN" if v != v else ("+Inf" if v > 0 else "-Inf")
-            if v != v and (plus or space):
-                s = ("+" if plus else " ") + s
-            elif v == math.inf and space and not plus:
-                s = " Inf"
-            return _pad(s, width, minus)
-        if verb in "gG" and prec is None:
-            s = format_float(v, "E" if verb == "G" else "e")
-        else:
-            s = format(v, f".{6 if prec is None else prec}{verb.lower() if verb == 'F' else verb}")
-        if plus and not s.startswith("-"):
-            s = "+" + s
-        elif space and not s.startswith("-"):
-            s = " " + s
-        return _pad(s, width, minus, zero)
-    if verb == "T":
-        return _pad("<nil>" if v is None else _type_name(v), width, minus)
-    if verb == "t" and isinstance(v, bool):
-        return _pad("true" if v else "false", width, minus)
-    if verb == "c" and is_int:
-        return _pad(chr(v) if 0 <= v <= 0x10FFFF else "\ufffd", width, minus)
-    if verb == "q":
-        if isinstance(v, str):
-            return _pad(quote(v), width, minus)
-        if is_int:
-            return _pad(quote(chr(v) if 0 <= v <= 0x10FFFF else "\ufffd", "'"), width, minus)
-    if verb in "sv":
-        if verb == "v" and isinstance(v, float):
-            return _fmt_one("g", flags, width, prec, v)
-        if verb == "v" and is_int:
-            return _fmt_one("d", flags, width, prec, v)
-        s = _fmt_s(v) if verb == "s" else format_value(v, True)
-        if prec is not None:
-            s = s[:prec]
-        return _pad(s, width, minus)
-    return _bad(verb, v)
-
-
-def _fmt_s(v: Any) -> str:
-    """``%s``: strings and Stringers as they are, containers element by element."""
-    if isinstance(v, str):
-        return v
-    if isinstance(getattr(v, "String", None), MethodType):
-        return str(v.String())
-    if isinstance(v, (list, tuple)):
-        return "[" + " ".join(_fmt_s(e) for e in v) + "]"
-    if isinstance(v, Mapping):
-        return "map[" + " ".join(f"{_fmt_s(k)}:{_fmt_s(v[k])}" for k in _sorted_keys(v)) + "]"
-    fields = getattr(v, "__go_fields__", None)
-    if fields is not None and v is not None:
-        return "&{" + " ".join(_fmt_s(getattr(v, f)) for f in fields) + "}"
-    return _bad("s", v)
-
-
-def sprintf(fmt: str, *args: Any) -> str:
-    """Go's ``fmt.Sprintf`` for the verbs ``v s q d x X o b c t T e E f F g G %``."""
-    out: list[str] = []
-    argi, pos = 0, 0
-    for m in _VERB.finditer(fmt):
-        out.append(fmt[pos:m.start()])
-        pos = m.end()
-        flags, width_s, prec_s, verb = m.groups()
-        if verb == "":
-            out.append("%!(NOVERB)")
-            continue
-        if verb == "%":
-            out.append("%")
-            continue
-        width = prec = None
-        if width_s == "*":
-            if argi < len(args) and isinstance(args[argi], int):
-                width = args[argi]
-                if width < 0:
-                    flags, width = flags + "-", -width
-            else:
-                out.append("%!(BADWIDTH)")
-            argi += 1
-        elif width_s:
-            width = int(width_s)
-        if prec_s == "*":
-            if argi < len(args) and isinstance(args[argi], int):
-                prec = max(args[argi], 0)
-            else:
-                out.append("%!(BADPREC)")
-            argi += 1
-        elif prec_s is not None:
-            prec = int(prec_s or 0)
-        if argi >= len(args):
-            out.append(f"%!{verb}(MISSING)")
-            continue
-        out.append(_fmt_one(verb, flags, width, prec, args[argi]))
-        argi += 1
-    out.append(fmt[pos:])
-    if argi < len(args):
-        extra = ", ".join("<nil>" if a is None else f"{_type_name(a)}={format_value(a, True)}"
-                          for a in args[argi:])
-        out.append(f"%!(EXTRA {extra})")
-    return "".join(out)
-
 
 # --------------------------------------------------------------------------------------------
 # Lexer: the whole template becomes a flat list of items.
@@ -450,7 +104,7 @@ def _unquote(body: str, q: str, err: Callable[[str], TemplateError]) -> str:
     while i < len(body):
         c = body[i]
         if c != "\\":
-            out += _bytes(c)
+            out += go_bytes(c)
             i += 1
             continue
         e = body[i + 1:i + 2]
@@ -591,7 +245,7 @@ def _lex(src: str, name: str) -> list[_Item]:
                 if j >= n or src[j] != "'":
                     raise err("unterminated character constant")
                 ch = _unquote(src[i + 1:j], "'", err)
-                if len(ch) != 1 or _is_raw_byte(ch):
+                if len(ch) != 1 or is_raw_byte(ch):
                     raise err(f"malformed character constant: {src[i:j + 1]}")
                 items.append(_Item("number", ord(ch), line))
                 i = j + 1
@@ -922,8 +576,8 @@ def _field(recv: Any, name: str, args: list[Any] | None) -> Any:
     if recv is NO_VALUE or recv is None:  # Go: a field of a nil interface is "no value"
         return NO_VALUE
     if name[0].isupper():
-        raise ExecError(f"can't evaluate field {name} in type {_type_name(recv)}")
-    raise ExecError(f"{name} is an unexported field of type {_type_name(recv)}")
+        raise ExecError(f"can't evaluate field {name} in type {type_name(recv)}")
+    raise ExecError(f"{name} is an unexported field of type {type_name(recv)}")
 
 
 def truth(v: Any) -> bool:
@@ -966,7 +620,7 @@ def _eq(a: Any, *bs: Any) -> bool:
         kb = _basic_kind(b)
         if ka and kb:
             if ka != kb:
-                raise ExecError(f"incompatible types for comparison: {_type_name(a)} and {_type_name(b)}")
+                raise ExecError(f"incompatible types for comparison: {type_name(a)} and {type_name(b)}")
             if a == b:
                 return True
         elif a is None or b is None:
@@ -986,7 +640,7 @@ def _lt(a: Any, b: Any) -> bool:
     if not ka or not kb or ka == "bool" or kb == "bool":
         raise ExecError("invalid type for comparison")
     if ka != kb:
-        raise ExecError(f"incompatible types for comparison: {_type_name(a)} and {_type_name(b)}")
+        raise ExecError(f"incompatible types for comparison: {type_name(a)} and {type_name(b)}")
     return bool(a < b)
 
 
@@ -1019,17 +673,17 @@ def _eval_args(args: tuple[Any, ...]) -> str:
 
 def _len(v: Any) -> int:
     if isinstance(v, str):
-        return len(_bytes(v))
+        return len(go_bytes(v))
     if isinstance(v, (list, tuple, Mapping)):
         return len(v)
     if v is None:
         raise ExecError("len of nil pointer")
-    raise ExecError(f"len of type {_type_name(v)}")
+    raise ExecError(f"len of type {type_name(v)}")
 
 
 def _index_arg(i: Any, cap: int) -> int:
     if not isinstance(i, int) or isinstance(i, bool):
-        raise ExecError(f"cannot index slice/array with type {_type_name(i)}")
+        raise ExecError(f"cannot index slice/array with type {type_name(i)}")
     if i < 0 or i > cap:
         raise ExecError(f"index out of range: {i}")
     return i
@@ -1040,7 +694,7 @@ def _index(item: Any, *idx: Any) -> Any:
         raise ExecError("index of untyped nil")
     for i in idx:
         if isinstance(item, str):
-            b = _bytes(item)
+            b = go_bytes(item)
             k = _index_arg(i, len(b))
             if k == len(b):
                 raise ExecError(f"index out of range: {k}")
@@ -1058,7 +712,7 @@ def _index(item: Any, *idx: Any) -> Any:
             except KeyError:
                 item = None
         else:
-            raise ExecError(f"can't index item of type {_type_name(item)}")
+            raise ExecError(f"can't index item of type {type_name(item)}")
     return item
 
 
@@ -1067,9 +721,9 @@ def _slice(item: Any, *idx: Any) -> Any:
         raise ExecError("slice of untyped nil")
     if len(idx) > 3 or (isinstance(item, str) and len(idx) == 3):
         raise ExecError(f"too many slice indexes: {len(idx)}")
-    seq: Any = _bytes(item) if isinstance(item, str) else item
+    seq: Any = go_bytes(item) if isinstance(item, str) else item
     if not isinstance(seq, (bytes, list, tuple)):
-        raise ExecError(f"can't slice item of type {_type_name(item)}")
+        raise ExecError(f"can't slice item of type {type_name(item)}")
     bounds = [0, len(seq)]
     for k, i in enumerate(idx[:2]):
         bounds[k] = _index_arg(i, len(seq))
@@ -1081,7 +735,7 @@ def _slice(item: Any, *idx: Any) -> Any:
 
 def _printf(fmt: Any, *args: Any) -> str:
     if not isinstance(fmt, str):
-        raise ExecError(f"wrong type for value; expected string; got {_type_name(fmt)}")
+        raise ExecError(f"wrong type for value; expected string; got {type_name(fmt)}")
     return sprintf(fmt, *args)
 
 
@@ -1092,7 +746,7 @@ def _not(v: Any) -> bool:
 _BUILTINS: dict[str, Callable[..., Any]] = {
     "eq": _eq, "ne": _ne, "lt": _lt, "le": _le, "gt": _gt, "ge": _ge, "not": _not,
     "len": _len, "index": _index, "slice": _slice,
-    "print": sprint, "println": _sprintln, "printf": _printf,
+    "print": sprint, "println": sprintln, "printf": _printf,
     "js": lambda *a: js_escape(_eval_args(a)),
     "html": lambda *a: html_escape(_eval_args(a)),
     "urlquery": lambda *a: urlquery_escape(_eval_args(a)),
@@ -1386,7 +1040,7 @@ def _compile_range(value: _Expr, decls: list[str], is_assign: bool, body: _Emit,
         elif isinstance(v, (list, tuple)):
             pairs = list(enumerate(v))
         elif isinstance(v, Mapping):
-            pairs = [(k, v[k]) for k in _sorted_keys(v)]
+            pairs = [(k, v[k]) for k in sorted_keys(v)]
         elif isinstance(v, int) and not isinstance(v, bool):
             pairs = [(i, i) for i in range(v)]
         else:
