@@ -27,7 +27,7 @@ from activator.throttler import PacingParams, Throttler, ThrottlerParams
 from bench.bench_engine import REQUEST, RESPONSE, FakeTransport
 from bench.bench_engine import run as run_queue_proxy
 from queueproxy.http1 import HttpServer
-from queueproxy.upstream import UpstreamConnection, UpstreamPool
+from queueproxy.upstream import UpstreamConnection
 
 ACT_REQUEST = REQUEST.replace(b"\r\n\r\n", b"\r\nKnative-Serving-Namespace: default\r\n"
                                             b"Knative-Serving-Revision: hello-00001\r\n\r\n")

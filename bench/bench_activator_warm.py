@@ -23,7 +23,6 @@ import asyncio
 import json
 import os
 import pathlib
-import re
 import shutil
 import statistics
 import subprocess
@@ -33,7 +32,8 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 
-from bench.proxy import Nginx, free_port, parse_latency, pin, proc_cpu_seconds, qp_env, rss_mb, wait_http
+from bench.common import free_port, pin, proc_cpu_seconds, rss_mb, wait_http, wrk
+from bench.proxy import Nginx, qp_env
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out"
@@ -54,17 +54,10 @@ class Cell:
 
 
 def run_wrk(url: str, concurrency: int, duration: float, headers: dict[str, str]) -> tuple[int, float, float, float]:
-    hs = [a for k, v in headers.items() for a in ("-H", f"{k}: {v}")]
-    out = subprocess.run([*pin(0), "wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(duration))}s", "--latency",
-                          *hs, url], capture_output=True, text=True, check=True).stdout
-    reqs = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = parse_latency(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = parse_latency(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if errors:
-        raise RuntimeError(f"wrk saw {errors.group(1)} error responses from {url}")
-    return reqs, rps, p50, p99
+    r = wrk(url, concurrency, duration, headers=headers)
+    if r["non2xx"]:
+        raise RuntimeError(f"wrk saw {r['non2xx']:.0f} error responses from {url}")
+    return int(r["requests"]), r["rps"], r["p50_us"], r["p99_us"]
 
 
 class StatIngestThread:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import pathlib
-import socket
 import subprocess
 import sys
 import time
@@ -15,28 +13,10 @@ from dataclasses import dataclass
 
 import grpc
 
+from bench.common import free_port, percentile, proc_cpu_seconds, rss_mb  # noqa: F401 (used by the autoscaler benches)
 from proto import kdp_pb2, kdp_pb2_grpc
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def proc_cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all threads), from /proc."""
-    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mb(pid: int) -> float:
-    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 @dataclass
@@ -106,14 +86,6 @@ async def register(address: str, revisions: list[tuple[str, int, int]],
                 assert ack.ok, ack.error
 
         await asyncio.gather(*(one(*r) for r in revisions))
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    k = min(len(s) - 1, max(0, int(round(q / 100 * (len(s) - 1)))))
-    return s[k]
 
 
 def write_outputs(out: pathlib.Path, name: str, table: str, data: object) -> None:

@@ -37,6 +37,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from bench.common import free_port, pin, proc_cpu_seconds
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out"
 MESSAGE = b"\x0a\x05hello"  # a small protobuf-like payload
@@ -200,23 +202,6 @@ class Cell:
     p50_us: float
     p99_us: float
     cpu_us_per_call: float
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def pin(cpu: int) -> list[str]:
-    if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
-        return ["taskset", "-c", str(cpu)]
-    return []
-
-
-def proc_cpu_seconds(pid: int) -> float:
-    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_port(port: int, timeout: float = 15.0) -> None:

@@ -31,7 +31,7 @@ import sys
 from dataclasses import asdict, dataclass
 
 from bench.kdp_harness import HOST, OUT, KdpUp, hello_manifest, revision, run_wrk, wait_until
-from bench.proxy import proc_cpu_seconds
+from bench.common import proc_cpu_seconds
 
 ANNOTATIONS = {"autoscaling.knative.dev/min-scale": "1", "autoscaling.knative.dev/max-scale": "1"}
 PROCS = ("activator", "queue-proxy", "app")

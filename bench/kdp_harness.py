@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from bench.proxy import free_port, parse_latency, pin
+from bench.common import free_port, percentile, pin, wrk  # noqa: F401 (percentile: for the kdp benches)
 from kdp.statusapi import StateError, get_status
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -225,27 +225,7 @@ def wait_until(pred: Callable[[], bool], timeout: float, interval: float = 0.1, 
         time.sleep(interval)
 
 
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
-    xs = sorted(values)
-    k = max(0, min(len(xs) - 1, int(-(-q * len(xs) // 100)) - 1))
-    return xs[k]
-
-
 def run_wrk(url: str, concurrency: int, duration: float, host: str | None = None,
             cpu: int | None = 0) -> dict[str, float]:
-    """One wrk run (1 thread, pinned to ``cpu``): requests, req/s, p50/p99 µs, non-2xx, errors."""
-    argv = [*(pin(cpu) if cpu is not None else []), "wrk", "-t1", f"-c{concurrency}",
-            f"-d{max(1, round(duration))}s", "--latency"]
-    if host:
-        argv += ["-H", f"Host: {host}"]
-    out = subprocess.run([*argv, url], capture_output=True, text=True, check=True).stdout
-
-    def grab(pattern: str, default: str = "0") -> str:
-        m = re.search(pattern, out)
-        return m.group(1) if m else default
-
-    errors = sum(int(x) for x in re.findall(r"(?:connect|read|write|timeout) (\d+)", grab(r"Socket errors: (.*)", "")))
-    return {"requests": float(grab(r"(\d+) requests in")), "rps": float(grab(r"Requests/sec:\s+([\d.]+)")),
-            "p50_us": parse_latency(grab(r"\s50%\s+(\S+)", "nan")), "p99_us": parse_latency(grab(r"\s99%\s+(\S+)", "nan")),
-            "non2xx": float(grab(r"Non-2xx or 3xx responses: (\d+)")), "socket_errors": float(errors)}
+    """One wrk run (1 thread, pinned to ``cpu``), with ``Host`` set for the ingress."""
+    return wrk(url, concurrency, duration, headers={"Host": host} if host else None, cpu=cpu)

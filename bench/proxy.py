@@ -18,16 +18,14 @@ import argparse
 import json
 import os
 import pathlib
-import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from dataclasses import asdict, dataclass
+
+from bench.common import free_port, pin, proc_cpu_seconds, rss_mb, wait_http, wrk
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out"
@@ -45,58 +43,9 @@ class Cell:
     rss_load_mb: float
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def pin(cpu: int) -> list[str]:
-    if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
-        return ["taskset", "-c", str(cpu)]
-    return []
-
-
-def wait_http(url: str, timeout: float = 10.0, headers: dict[str, str] | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=1).read()
-            return
-        except Exception:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{url} did not come up")
-            time.sleep(0.05)
-
-
-def proc_cpu_seconds(pid: int) -> float:
-    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mb(pid: int) -> float:
-    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def parse_latency(text: str) -> float:
-    m = re.match(r"([\d.]+)(us|ms|s)", text)
-    if not m:
-        return float("nan")
-    v, unit = float(m.group(1)), m.group(2)
-    return v * {"us": 1, "ms": 1e3, "s": 1e6}[unit]
-
-
 def run_wrk(url: str, concurrency: int, duration: float) -> tuple[int, float, float, float]:
-    out = subprocess.run([*pin(0), "wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(duration))}s", "--latency", url],
-                         capture_output=True, text=True, check=True).stdout
-    reqs = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = parse_latency(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = parse_latency(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    return reqs, rps, p50, p99
+    r = wrk(url, concurrency, duration)
+    return int(r["requests"]), r["rps"], r["p50_us"], r["p99_us"]
 
 
 class Nginx:
