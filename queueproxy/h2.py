@@ -39,6 +39,7 @@ from queueproxy.h2upstream import (
     CANCEL, INTERNAL_ERROR, NO_ERROR, REFUSED_STREAM, GoawayFilter, H2Settings, H2UpstreamConnection,
     goaway_frame, new_connection, open_connection_window, registry_for, send_window_limited,
 )
+from queueproxy.exchange import ExchangeBase
 from queueproxy.http1 import H_EXPECT, H_HOST, H_XFF, N_SPECIAL, SPECIAL, HttpServer, Limits, note_special
 from queueproxy.upstream import HOP_BY_HOP, UpstreamPool
 
@@ -53,55 +54,28 @@ _DROP_OUT = HOP_BY_HOP | {b"host", b"x-forwarded-for"}
 _EMPTY: frozenset[bytes] = frozenset()
 
 
-class H2Stream:
+class H2Stream(ExchangeBase):
     """One HTTP/2 stream: a request and its response, the engine's exchange for HTTP/2."""
 
     __slots__ = (
-        "conn", "sid", "method", "target", "version", "headers", "special", "content_length",
-        "chunked", "upgrade", "keep_alive", "started_at", "on_finish", "status", "bytes_out",
-        "state", "context", "scheme", "authority",
-        "on_response", "on_connect_error", "response_headers", "timeout_body",
-        "up", "up_sid", "_h2pool", "_out_headers", "_retried", "_refused_retry", "_sent_up", "_acquires",
+        "sid", "scheme", "authority",
+        "up", "up_sid", "_h2pool", "_out_headers", "_refused_retry", "_sent_up", "_acquires",
         "_req_buf", "_req_done", "_req_trailers", "_req_acks", "_up_req_ended", "_up_resp_ended",
-        "_resp_buf", "_resp_end", "_resp_trailers", "_resp_started", "_sent_end",
-        "_deadline_total", "_deadline_start", "_idle", "_last_write",
+        "_resp_buf", "_resp_end", "_resp_trailers", "_sent_end",
     )
 
     def __init__(self, conn: H2ServerConnection, sid: int) -> None:
-        self.conn = conn
+        ExchangeBase.__init__(self, conn, N_SPECIAL)
         self.sid = sid
         self.method = b"GET"
         self.target = b"/"
         self.version = b"2"
-        self.headers: list[tuple[bytes, bytes, bytes]] = []
-        self.special: list[bytes | None] = [None] * N_SPECIAL
-        self.content_length: int | None = None
-        self.chunked = False
-        self.upgrade = False
-        self.keep_alive = True
-        self.started_at = 0.0
-        self.on_finish: Callable[[H2Stream], None] | None = None
-        self.status = 0
-        self.bytes_out = 0
-        self.state = 0  # 0 new, 1 forwarding, 2 answered here (body may still be sending), 3 done
-        self.context: Any = None
         self.scheme = b"http"
         self.authority = b""
         self.up: H2UpstreamConnection | None = None
         self.up_sid = 0
         self._h2pool: Any = None
         self._out_headers: list[tuple[bytes, bytes]] | None = None
-        # Hooks for apps that need more than the queue-proxy does (the activator), as on
-        # http1.Exchange:
-        self.on_response: Callable[[H2Stream], None] | None = None
-        """Called when the upstream's final response head arrives."""
-        self.on_connect_error: Callable[[H2Stream, BaseException], bool] | None = None
-        """Called when dialling the upstream failed (nothing was sent); True = handled (the
-        app called ``redirect``), False = answer 502."""
-        self.response_headers: list[bytes] | None = None
-        """Extra response header lines (``b"Name: value\\r\\n"``) added to the final head."""
-        self.timeout_body = b"request timeout"
-        self._retried = False  # as http1's: a retry after which the request may have reached the app (never here)
         self._refused_retry = False  # retried once after REFUSED_STREAM or GOAWAY (never processed)
         self._acquires = 0  # connections asked for (bounded: a peer that drops every one)
         self._sent_up = False  # any request DATA went upstream (then no retry)
@@ -114,12 +88,7 @@ class H2Stream:
         self._resp_buf: deque[bytes] = deque()
         self._resp_end = False
         self._resp_trailers: list[tuple[bytes, bytes]] | None = None
-        self._resp_started = False
         self._sent_end = False
-        self._deadline_total = 0.0
-        self._deadline_start = 0.0
-        self._idle = 0.0
-        self._last_write = 0.0
 
     def _set_request(self, headers: Any) -> None:
         """Pseudo-headers to attributes; the rest to ``headers`` and ``special`` (as http1)."""
@@ -154,47 +123,14 @@ class H2Stream:
 
     # ---- what apps read -------------------------------------------------------------
 
-    def header(self, lname: bytes) -> bytes | None:
-        for _, n, v in self.headers:
-            if n == lname:
-                return v
-        return None
-
     @property
     def has_body(self) -> bool:
         return not self._req_done or bool(self._req_buf)
 
-    # ---- timeouts (as http1.Exchange; the connection keeps one timer for all streams) --
+    # ---- timeouts (ExchangeBase's; the connection keeps one timer for all streams) -----
 
-    def set_timeouts(self, total: float, response_start: float = 0.0, idle: float = 0.0) -> None:
-        start = self.started_at
-        self._deadline_total = start + total if total > 0 else 0.0
-        self._deadline_start = start + response_start if response_start > 0 else 0.0
-        self._idle = idle
-        self._last_write = start
-        d = self._next_deadline()
-        if d:
-            self.conn.arm(d)
-
-    def _next_deadline(self) -> float:
-        d = self._deadline_total
-        if not self._resp_started:
-            if self._deadline_start and (not d or self._deadline_start < d):
-                d = self._deadline_start
-        if self._idle:
-            i = self._last_write + self._idle
-            if not d or i < d:
-                d = i
-        return d
-
-    def check_deadline(self, now: float) -> None:
-        if self.state == 3:
-            return
-        d = self._next_deadline()
-        if d and d > now:
-            self.conn.arm(d)
-        elif d:
-            self.timeout()
+    def _arm_at(self, when: float) -> None:
+        self.conn.arm(when)
 
     def timeout(self) -> None:
         """A revision timeout fired: 504 if nothing was sent yet, else RST_STREAM(CANCEL)."""
@@ -301,12 +237,6 @@ class H2Stream:
             # upstream, as the HTTP/1 side does (the app's own 1xx are dropped in up_response)
             self._send_headers([(b":status", b"100")], end_stream=False)
         self.pump_request()
-
-    @property
-    def maybe_delivered(self) -> bool:
-        """True when this request may already have reached the app: the engine re-dialed
-        after a reused connection died under it. Such a request must not be sent elsewhere."""
-        return self._retried
 
     def redirect(self, pool: UpstreamPool) -> None:
         """Forward to another upstream after a failed dial (nothing was sent yet)."""

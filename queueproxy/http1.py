@@ -31,6 +31,7 @@ from typing import Any, Protocol
 import httptools
 
 from queueproxy import batching
+from queueproxy.exchange import ExchangeBase
 from queueproxy.upstream import HOP_BY_HOP, UpstreamConnection, UpstreamPool
 
 logger = logging.getLogger(__name__)
@@ -149,114 +150,32 @@ def _forward_head(ex: Exchange, *, drop: frozenset[bytes] = frozenset(), host: b
     return b"\r\n".join(lines)
 
 
-class Exchange:
+class Exchange(ExchangeBase):
     """One request and its response on a client connection."""
 
     __slots__ = (
-        "conn", "method", "target", "version", "headers", "special", "content_length", "chunked",
-        "upgrade", "keep_alive", "started_at", "on_finish", "status", "bytes_out", "state",
-        "upstream", "_pool", "_head", "_body", "_body_size", "_body_done",
-        "_deadline_total", "_deadline_start", "_idle", "_last_write", "_resp_chunked",
-        "_resp_close", "_resp_started", "_retried", "tunnel_data", "context",
-        "on_response", "on_connect_error", "response_headers", "timeout_body",
+        "upstream", "_pool", "_head", "_body", "_body_size", "_body_done", "_resp_chunked",
+        "_resp_close", "tunnel_data",
     )
 
     def __init__(self, conn: ServerConnection) -> None:
-        self.conn = conn
-        self.method = b""
-        self.target = b""
-        self.version = b"1.1"
-        self.headers: list[tuple[bytes, bytes, bytes]] = []
-        self.special: list[bytes | None] = [None] * N_SPECIAL
-        self.content_length: int | None = None
-        self.chunked = False
-        self.upgrade = False
-        self.keep_alive = True
-        self.started_at = 0.0
-        self.on_finish: Callable[[Exchange], None] | None = None
-        self.status = 0
-        self.bytes_out = 0
-        self.state = 0  # 0 new, 1 forwarding, 2 responded (head sent), 3 done
+        ExchangeBase.__init__(self, conn, N_SPECIAL)
         self.upstream: UpstreamConnection | None = None
         self._pool: UpstreamPool | None = None
         self._head = b""
         self._body: list[bytes] | None = []
         self._body_size = 0
         self._body_done = False
-        self._deadline_total = 0.0
-        self._deadline_start = 0.0
-        self._idle = 0.0
-        self._last_write = 0.0
         self._resp_chunked = False
         self._resp_close = False
-        self._resp_started = False
-        self._retried = False
         self.tunnel_data = b""
-        self.context: Any = None
-        # Hooks for apps that need more than the queue-proxy does (the activator):
-        self.on_response: Callable[[Exchange], None] | None = None
-        """Called when the upstream's final response head arrives."""
-        self.on_connect_error: Callable[[Exchange, BaseException], bool] | None = None
-        """Called when dialing the upstream failed (nothing was sent); True = handled
-        (the app called ``redirect``), False = answer 502."""
-        self.response_headers: list[bytes] | None = None
-        """Extra response header lines (``b"Name: value\\r\\n"``) added to the final head."""
-        self.timeout_body = b"request timeout"
-
-    # ---- what apps read -------------------------------------------------------------
-
-    def header(self, lname: bytes) -> bytes | None:
-        for _, n, v in self.headers:
-            if n == lname:
-                return v
-        return None
-
-    @property
-    def maybe_delivered(self) -> bool:
-        """True when this request may already have reached the app: the engine re-dialed
-        after a reused connection died under it. Such a request must not be sent elsewhere."""
-        return self._retried
 
     @property
     def has_body(self) -> bool:
         return self.chunked or bool(self.content_length)
 
-    # ---- timeouts -------------------------------------------------------------------
-
-    def set_timeouts(self, total: float, response_start: float = 0.0, idle: float = 0.0) -> None:
-        """Arm the revision timeouts (seconds, 0 = off), measured from the head's arrival."""
-        start = self.started_at
-        self._deadline_total = start + total if total > 0 else 0.0
-        self._deadline_start = start + response_start if response_start > 0 else 0.0
-        self._idle = idle
-        self._last_write = start
-        self._arm()
-
-    def _next_deadline(self) -> float:
-        d = self._deadline_total
-        if not self._resp_started:
-            if self._deadline_start and (not d or self._deadline_start < d):
-                d = self._deadline_start
-        if self._idle:
-            i = self._last_write + self._idle
-            if not d or i < d:
-                d = i
-        return d
-
-    def _arm(self) -> None:
-        d = self._next_deadline()
-        if d:
-            self.conn.arm(self, d)
-
-    def check_deadline(self, now: float) -> None:
-        """The connection's timer fired: time out if a deadline passed, else re-arm."""
-        if self.state == 3:
-            return
-        d = self._next_deadline()
-        if d and d > now:
-            self.conn.arm(self, d)
-        elif d:
-            self.timeout()
+    def _arm_at(self, when: float) -> None:
+        self.conn.arm(self, when)
 
     def timeout(self) -> None:
         """A revision timeout fired: 504 if nothing was written yet, else cut the response."""
