@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["begin", "end", "dirty"]
+__all__ = ["Writer", "begin", "end", "dirty"]
 
 active = False
 dirty: list[Any] = []
@@ -31,3 +31,35 @@ def end() -> None:
         for conn in dirty:
             conn.flush()
         dirty.clear()
+
+
+class Writer:
+    """``write``/``flush`` for the engine's connections (both sides): batched while a
+    ``data_received`` runs, straight to the transport otherwise. The class using it has
+    ``transport``, ``closed`` (no more writes) and ``wbuf`` (None when nothing is held)."""
+
+    __slots__ = ()
+    transport: Any
+    closed: bool
+    wbuf: list[bytes] | None
+
+    def write(self, data: bytes) -> None:
+        if active:
+            buf = self.wbuf
+            if buf is None:
+                self.wbuf = [data]
+                dirty.append(self)
+            else:
+                buf.append(data)
+            return
+        t = self.transport
+        if t is not None and not self.closed:
+            t.write(data)
+
+    def flush(self) -> None:
+        buf = self.wbuf
+        if buf is not None:
+            self.wbuf = None
+            t = self.transport
+            if t is not None and not self.closed:
+                t.write(buf[0] if len(buf) == 1 else b"".join(buf))

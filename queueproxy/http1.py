@@ -410,12 +410,12 @@ class Exchange(ExchangeBase):
         self.conn.exchange_done(self, close)
 
 
-class ServerConnection(asyncio.Protocol):
+class ServerConnection(batching.Writer, asyncio.Protocol):
     """One client connection: parses requests, runs them one at a time in order."""
 
     __slots__ = (
         "server", "app", "loop", "limits", "transport", "parser", "client_ip", "peer", "current", "parsing",
-        "pipeline", "head_bytes", "head_started", "last_active", "write_paused", "read_paused", "closing",
+        "pipeline", "head_bytes", "head_started", "last_active", "write_paused", "read_paused", "closed",
         "tunnel_up", "first", "bad_input", "wbuf", "_timer", "_timer_at",
     )
 
@@ -438,7 +438,7 @@ class ServerConnection(asyncio.Protocol):
         self.last_active = 0.0
         self.write_paused = False
         self.read_paused = False
-        self.closing = False
+        self.closed = False
         self.tunnel_up: UpstreamConnection | None = None
         self.first = True
         self.bad_input: tuple[int, bytes] | None = None
@@ -458,7 +458,7 @@ class ServerConnection(asyncio.Protocol):
         self.server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closing = True
+        self.closed = True
         self.server.connections.discard(self)
         for ex in (self.current, *self.pipeline):
             if ex is not None and ex.state < 3:
@@ -704,34 +704,13 @@ class ServerConnection(asyncio.Protocol):
         else:
             self._close()
 
-    def write(self, data: bytes) -> None:
-        if batching.active:
-            buf = self.wbuf
-            if buf is None:
-                self.wbuf = [data]
-                batching.dirty.append(self)
-            else:
-                buf.append(data)
-            return
-        t = self.transport
-        if t is not None and not self.closing:
-            t.write(data)
-
-    def flush(self) -> None:
-        buf = self.wbuf
-        if buf is not None:
-            self.wbuf = None
-            t = self.transport
-            if t is not None and not self.closing:
-                t.write(buf[0] if len(buf) == 1 else b"".join(buf))
-
     def pause_reading(self) -> None:
-        if not self.read_paused and self.transport is not None and not self.closing:
+        if not self.read_paused and self.transport is not None and not self.closed:
             self.read_paused = True
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
-        if self.read_paused and self.transport is not None and not self.closing:
+        if self.read_paused and self.transport is not None and not self.closed:
             self.read_paused = False
             self.transport.resume_reading()
 
@@ -757,7 +736,7 @@ class ServerConnection(asyncio.Protocol):
             self._dispatch(ex)
         elif self.bad_input is not None:
             self._reject(*self.bad_input)
-        elif not self.closing:
+        elif not self.closed:
             self.resume_reading()
 
     def abort_exchange(self, ex: Exchange, status: int) -> None:
@@ -776,14 +755,14 @@ class ServerConnection(asyncio.Protocol):
         self._close()
 
     def _close(self) -> None:
-        if not self.closing and self.transport is not None:
+        if not self.closed and self.transport is not None:
             self.flush()
-            self.closing = True
+            self.closed = True
             self.transport.close()
 
     def sweep(self, now: float) -> None:
         """Called about once a second: cut slow heads and long-idle keep-alive connections."""
-        if self.closing or self.tunnel_up is not None:
+        if self.closed or self.tunnel_up is not None:
             return
         if self.head_started and now - self.head_started > self.limits.header_timeout:
             if self.parsing is not None or self.current is None and self.head_bytes:

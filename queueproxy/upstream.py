@@ -32,7 +32,7 @@ __all__ = ["UpstreamConnection", "UpstreamPool"]
 Connected = Callable[["UpstreamConnection | None", "BaseException | None"], None]
 
 
-class UpstreamConnection(asyncio.Protocol):
+class UpstreamConnection(batching.Writer, asyncio.Protocol):
     __slots__ = (
         "pool", "transport", "parser", "ex", "reused", "got_bytes", "closed", "reason", "headers",
         "has_length", "chunked", "keep_alive", "head_done", "tunnel", "fresh_parser", "wbuf", "hop",
@@ -68,27 +68,6 @@ class UpstreamConnection(asyncio.Protocol):
         if self.fresh_parser:
             self.parser = httptools.HttpResponseParser(self)
             self.fresh_parser = False
-
-    def write(self, data: bytes) -> None:
-        if batching.active:
-            buf = self.wbuf
-            if buf is None:
-                self.wbuf = [data]
-                batching.dirty.append(self)
-            else:
-                buf.append(data)
-            return
-        t = self.transport
-        if t is not None and not self.closed:
-            t.write(data)
-
-    def flush(self) -> None:
-        buf = self.wbuf
-        if buf is not None:
-            self.wbuf = None
-            t = self.transport
-            if t is not None and not self.closed:
-                t.write(buf[0] if len(buf) == 1 else b"".join(buf))
 
     def pause_reading(self) -> None:
         if self.transport is not None and not self.closed:
