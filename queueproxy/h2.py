@@ -35,11 +35,11 @@ import h2.exceptions
 import h2.settings
 
 from queueproxy import batching
+from queueproxy.exchange import ExchangeBase
 from queueproxy.h2upstream import (
-    CANCEL, INTERNAL_ERROR, NO_ERROR, REFUSED_STREAM, GoawayFilter, H2Settings, H2UpstreamConnection,
+    CANCEL, INTERNAL_ERROR, NO_ERROR, REFUSED_STREAM, GoawayFilter, H2Sender, H2Settings, H2UpstreamConnection,
     goaway_frame, new_connection, open_connection_window, registry_for, send_window_limited,
 )
-from queueproxy.exchange import ExchangeBase
 from queueproxy.http1 import H_EXPECT, H_HOST, H_XFF, N_SPECIAL, SPECIAL, HttpServer, Limits, note_special
 from queueproxy.upstream import HOP_BY_HOP, UpstreamPool
 
@@ -510,7 +510,7 @@ class H2Stream(ExchangeBase):
         self.conn.stream_done(self)
 
 
-class H2ServerConnection(asyncio.Protocol):
+class H2ServerConnection(H2Sender, asyncio.Protocol):
     """One client connection speaking HTTP/2: streams are dispatched to the server's app."""
 
     def __init__(self, server: HttpServer, settings: H2Settings | None = None) -> None:
@@ -524,7 +524,7 @@ class H2ServerConnection(asyncio.Protocol):
         self.client_ip = b""
         self.streams: dict[int, H2Stream] = {}
         self.started = False
-        self.closing = False
+        self.closed = False
         self.write_paused = False
         self.last_active = 0.0
         self.goaway_last: int | None = None  # set once we sent GOAWAY: streams above it are refused
@@ -616,7 +616,7 @@ class H2ServerConnection(asyncio.Protocol):
         self.transport.write(b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
                              b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (
                                  status, b"Bad Request" if status == 400 else b"Content Too Large", len(body), body))
-        self.closing = True
+        self.closed = True
         self.transport.close()
 
     def _upgrade_body_received(self, data: bytes) -> bytes:
@@ -631,7 +631,7 @@ class H2ServerConnection(asyncio.Protocol):
         return data[n:]
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closing = True
+        self.closed = True
         self.server.connections.discard(self)
         if self._timer is not None:
             self._timer.cancel()
@@ -763,27 +763,6 @@ class H2ServerConnection(asyncio.Protocol):
 
     # ---- used by streams ------------------------------------------------------------
 
-    def ack(self, sid: int, n: int) -> None:
-        """``n`` request bytes of ``sid`` were passed on: let the client send more."""
-        if n and not self.closing:
-            self.h2.acknowledge_received_data(n, sid)
-            self.mark()
-
-    def mark(self) -> None:
-        if self._dirty:
-            return
-        if batching.active:
-            self._dirty = True
-            batching.dirty.append(self)
-        else:
-            self.flush()
-
-    def flush(self) -> None:
-        self._dirty = False
-        data = self.h2.data_to_send()
-        if data and self.transport is not None and not self.closing:
-            self.transport.write(data)
-
     def stream_done(self, s: H2Stream) -> None:
         if self.streams.pop(s.sid, None) is None:
             return
@@ -815,14 +794,14 @@ class H2ServerConnection(asyncio.Protocol):
 
     def goaway(self) -> None:
         """Tell the client to open no more streams; those already open finish."""
-        if self.goaway_last is None and self.transport is not None and not self.closing:
+        if self.goaway_last is None and self.transport is not None and not self.closed:
             self.goaway_last = self._highest
             self.flush()
             self.transport.write(goaway_frame(self._highest))
 
     def close_idle(self) -> bool:
         """Drain helper: GOAWAY now; close at once if no stream is in flight, else after the last."""
-        if self.closing:
+        if self.closed:
             return True
         if not self.streams:
             self._close()
@@ -833,21 +812,21 @@ class H2ServerConnection(asyncio.Protocol):
     def sweep(self, now: float) -> None:
         """Called about once a second: close connections idle (no stream) for too long, and
         ones that never sent their preface within the header timeout."""
-        if self.closing or self.streams:
+        if self.closed or self.streams:
             return
         limit = self.limits.idle_keepalive if self._highest else self.limits.header_timeout
         if now - self.last_active > limit:
             self._close()
 
     def _close(self) -> None:
-        if self.closing or self.transport is None:
+        if self.closed or self.transport is None:
             return
         try:
             self.h2.close_connection(last_stream_id=self._highest)
         except h2.exceptions.H2Error:
             pass
         self.flush()
-        self.closing = True
+        self.closed = True
         self.transport.close()
 
 

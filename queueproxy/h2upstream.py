@@ -203,7 +203,40 @@ def send_window_limited(conn: h2.connection.H2Connection, sid: int, buf: deque[b
     return sent
 
 
-class H2UpstreamConnection(asyncio.Protocol):
+class H2Sender:
+    """Sending for an ``h2`` connection, either side: what ``h2`` has queued goes out now, or
+    once when the current batch of protocol callbacks ends (``queueproxy.batching``). The
+    class using it has ``h2``, ``transport``, ``closed`` and ``_dirty``."""
+
+    h2: Any
+    transport: Any
+    closed: bool
+    _dirty: bool
+
+    def ack(self, sid: int, n: int) -> None:
+        """``n`` bytes received on ``sid`` went on to the next hop: open its window again."""
+        if n and not self.closed:
+            self.h2.acknowledge_received_data(n, sid)
+            self.mark()
+
+    def mark(self) -> None:
+        """Bytes are waiting in ``h2``: send them now, or when the current batch ends."""
+        if self._dirty:
+            return
+        if batching.active:
+            self._dirty = True
+            batching.dirty.append(self)
+        else:
+            self.flush()
+
+    def flush(self) -> None:
+        self._dirty = False
+        data = self.h2.data_to_send()
+        if data and self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+
+class H2UpstreamConnection(H2Sender, asyncio.Protocol):
     """One h2c connection to the user container, carrying many streams."""
 
     def __init__(self, pool: H2UpstreamPool) -> None:
@@ -271,28 +304,6 @@ class H2UpstreamConnection(asyncio.Protocol):
                 self._idle_since = self.loop.time()
                 if self._idle_timer is None:  # set lazily: busy connections make no timers
                     self._idle_timer = self.loop.call_later(self.pool.settings.upstream_idle_timeout, self._idle)
-
-    def ack(self, sid: int, n: int) -> None:
-        """``n`` response bytes of ``sid`` went on to the client: open the window again."""
-        if n and not self.closed:
-            self.h2.acknowledge_received_data(n, sid)
-            self.mark()
-
-    def mark(self) -> None:
-        """Bytes are waiting in ``h2``: send them now, or when the current batch ends."""
-        if self._dirty:
-            return
-        if batching.active:
-            self._dirty = True
-            batching.dirty.append(self)
-        else:
-            self.flush()
-
-    def flush(self) -> None:
-        self._dirty = False
-        data = self.h2.data_to_send()
-        if data and self.transport is not None and not self.closed:
-            self.transport.write(data)
 
     def close(self) -> None:
         if self._idle_timer is not None:

@@ -431,12 +431,12 @@ async def test_an_idle_connection_is_swept_after_the_keepalive_limit_but_not_whi
     conn = only_connection(proxy)
     limit = proxy.server.limits.idle_keepalive
     conn.sweep(conn.last_active + limit + 1000)
-    assert not conn.closing
+    assert not conn.closed
     backend.release.set()
     await client.wait(sid)
     await until(lambda: not conn.streams)
     conn.sweep(conn.last_active + limit - 1)
-    assert not conn.closing
+    assert not conn.closed
     conn.sweep(conn.last_active + limit + 1)
     await asyncio.wait_for(client.closed.wait(), 10)
 
