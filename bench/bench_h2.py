@@ -37,7 +37,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from bench.common import free_port, pin, proc_cpu_seconds
+from bench.common import free_port, pin, plot_by_concurrency, proc_cpu_seconds
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out"
@@ -343,29 +343,6 @@ def report(cells: list[Cell]) -> str:
     return "\n".join(lines)
 
 
-def plot(cells: list[Cell], path: pathlib.Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    targets = list(dict.fromkeys(c.target for c in cells))
-    concs = sorted({c.concurrency for c in cells})
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    width = 0.8 / len(targets)
-    for i, t in enumerate(targets):
-        by = {c.concurrency: c for c in cells if c.target == t}
-        xs = [j + i * width for j in range(len(concs))]
-        axes[0].bar(xs, [by[c].calls_per_s if c in by else 0 for c in concs], width, label=t, color=f"C{i}")
-        if t != "direct":
-            axes[1].bar(xs, [by[c].cpu_us_per_call if c in by else 0 for c in concs], width, label=t, color=f"C{i}")
-    for ax, title in zip(axes, ("gRPC unary calls/s", "proxy CPU per call (µs)")):
-        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(concs))], [f"c={c}" for c in concs])
-        ax.set_title(title)
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-
-
 def loopback(args: argparse.Namespace) -> int:
     if not shutil.which("nginx"):
         print("bench: nginx is not installed (Debian: apt-get install nginx-light)", file=sys.stderr)
@@ -398,7 +375,8 @@ def loopback(args: argparse.Namespace) -> int:
     print(table)
     (OUT / "h2.md").write_text(table + "\n")
     (OUT / "h2.json").write_text(json.dumps([asdict(c) for c in cells], indent=1))
-    plot(cells, OUT / "h2.png")
+    plot_by_concurrency(cells, [("gRPC unary calls/s", "calls_per_s", False, False),
+                                ("proxy CPU per call (µs)", "cpu_us_per_call", True, False)], OUT / "h2.png")
     print(f"\nwrote {OUT / 'h2.md'}, h2.json, h2.png")
     return 0
 

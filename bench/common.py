@@ -87,3 +87,32 @@ def percentile(values: list[float], q: float) -> float:
         return float("nan")
     xs = sorted(values)
     return xs[max(0, min(len(xs) - 1, int(-(-q * len(xs) // 100)) - 1))]
+
+
+def plot_by_concurrency(cells: list, panels: list[tuple[str, str, bool, bool]], path: pathlib.Path,
+                        width_per_panel: float = 5.0) -> None:
+    """One grouped bar chart per panel: a group per concurrency, a bar per target. ``cells``
+    have ``target`` and ``concurrency``; a panel is (title, attribute, skip "direct", log scale)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    targets = list(dict.fromkeys(c.target for c in cells))
+    concs = sorted({c.concurrency for c in cells})
+    fig = Figure(figsize=(width_per_panel * len(panels), 4.5))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(panels))
+    width = 0.8 / len(targets)
+    for ax, (title, attr, skip_direct, log) in zip(axes, panels):
+        for i, t in enumerate(targets):
+            if skip_direct and t == "direct":
+                continue
+            by = {c.concurrency: c for c in cells if c.target == t}
+            ax.bar([j + i * width for j in range(len(concs))],
+                   [getattr(by[c], attr) if c in by else 0 for c in concs], width, label=t, color=f"C{i}")
+        if log:
+            ax.set_yscale("log")
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(concs))], [f"c={c}" for c in concs])
+        ax.set_title(title)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)

@@ -25,7 +25,7 @@ import sys
 import tempfile
 from dataclasses import asdict, dataclass
 
-from bench.common import free_port, pin, proc_cpu_seconds, rss_mb, wait_http, wrk
+from bench.common import free_port, pin, plot_by_concurrency, proc_cpu_seconds, rss_mb, wait_http, wrk
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out"
@@ -140,32 +140,6 @@ def report(cells: list[Cell], baseline: str | None) -> str:
     return "\n".join(lines)
 
 
-def plot(cells: list[Cell], path: pathlib.Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    targets = list(dict.fromkeys(c.target for c in cells))
-    concs = sorted({c.concurrency for c in cells})
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
-    width = 0.8 / len(targets)
-    for i, t in enumerate(targets):
-        by = {c.concurrency: c for c in cells if c.target == t}
-        xs = [j + i * width for j in range(len(concs))]
-        color = f"C{i}"
-        axes[0].bar(xs, [by[c].rps if c in by else 0 for c in concs], width, label=t, color=color)
-        axes[1].bar(xs, [by[c].p50_us if c in by else 0 for c in concs], width, label=t, color=color)
-        if t != "direct":
-            axes[2].bar(xs, [by[c].cpu_us_per_req if c in by else 0 for c in concs], width, label=t, color=color)
-    axes[1].set_yscale("log")
-    for ax, title in zip(axes, ("requests/s", "p50 latency (µs)", "proxy CPU per request (µs)")):
-        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(concs))], [f"c={c}" for c in concs])
-        ax.set_title(title)
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--proxy", action="append", default=[], metavar="NAME=COMMAND",
@@ -208,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     (OUT / "proxy.md").write_text(table + "\n")
     (OUT / "proxy.json").write_text(json.dumps([asdict(c) for c in cells], indent=1))
-    plot(cells, OUT / "proxy.png")
+    plot_by_concurrency(cells, [("requests/s", "rps", False, False), ("p50 latency (µs)", "p50_us", False, True),
+                                ("proxy CPU per request (µs)", "cpu_us_per_req", True, False)], OUT / "proxy.png")
     print(f"\nwrote {OUT / 'proxy.md'}, proxy.json, proxy.png")
     return 0
 

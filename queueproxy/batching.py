@@ -7,9 +7,10 @@ one system call instead of two. Writes made anywhere else go out at once.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Writer", "begin", "end", "dirty"]
+__all__ = ["Writer", "begin", "dirty", "end", "received"]
 
 active = False
 dirty: list[Any] = []
@@ -31,6 +32,17 @@ def end() -> None:
         for conn in dirty:
             conn.flush()
         dirty.clear()
+
+
+def received(handle: Callable[[bytes], None], data: bytes) -> None:
+    """Run a connection's ``data_received`` work with writes batched (unless a batch is open)."""
+    if begin():
+        try:
+            handle(data)
+        finally:
+            end()
+    else:
+        handle(data)
 
 
 class Writer:

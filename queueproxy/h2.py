@@ -642,13 +642,7 @@ class H2ServerConnection(H2Sender, asyncio.Protocol):
         self.streams.clear()
 
     def data_received(self, data: bytes) -> None:
-        if batching.begin():
-            try:
-                self._received(data)
-            finally:
-                batching.end()
-        else:
-            self._received(data)
+        batching.received(self._received, data)
 
     def _received(self, data: bytes) -> None:
         if self._upgrade_body:

@@ -351,13 +351,7 @@ class H2UpstreamConnection(H2Sender, asyncio.Protocol):
             s.up_failed(msg, retryable=False)
 
     def data_received(self, data: bytes) -> None:
-        if batching.begin():
-            try:
-                self._received(data)
-            finally:
-                batching.end()
-        else:
-            self._received(data)
+        batching.received(self._received, data)
 
     def _received(self, data: bytes) -> None:
         data, goaways = self._filter.feed(data)

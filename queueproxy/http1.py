@@ -487,13 +487,7 @@ class ServerConnection(batching.Writer, asyncio.Protocol):
             self.tunnel_up.write(data)
             self.tunnel_activity()
             return
-        if batching.begin():
-            try:
-                self._received(data)
-            finally:
-                batching.end()
-        else:
-            self._received(data)
+        batching.received(self._received, data)
 
     def _received(self, data: bytes) -> None:
         if self.first:

@@ -126,13 +126,7 @@ class UpstreamConnection(batching.Writer, asyncio.Protocol):
             self.tunnel.write(data)
             self.tunnel.tunnel_activity()
             return
-        if batching.begin():
-            try:
-                self._received(data)
-            finally:
-                batching.end()
-        else:
-            self._received(data)
+        batching.received(self._received, data)
 
     def _received(self, data: bytes) -> None:
         if self.ex is None:  # bytes nobody asked for: the connection is out of step
