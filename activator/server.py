@@ -23,7 +23,7 @@ from activator.reporter import GrpcStatSink, StatReporter, StatSink, WebsocketSt
 from activator.revisions import RevisionResolver, RoutingTable
 from activator.throttler import Throttler
 from queueproxy.admin import PrometheusApp
-from queueproxy.http1 import HttpServer, Limits
+from queueproxy.http1 import HttpServer, Limits, h2_connection
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class Activator:
             max_idle_per_host=c.max_idle_proxy_conns_per_host, healthy=self._health)
         # Idle client connections stay open, as upstream's: pooling clients (ingresses, Go's
         # transport) reuse them, and closing them races their next request.
-        self.server = HttpServer(self.handler, loop=self.loop, h2_factory=_h2_factory(),
+        self.server = HttpServer(self.handler, loop=self.loop, h2_factory=h2_connection,
                                  limits=Limits(idle_keepalive=float("inf")))
         self.metrics_server = HttpServer(PrometheusApp(self.registry), loop=self.loop)
         self._source_task: asyncio.Task[None] | None = None
@@ -121,11 +121,3 @@ class Activator:
         self.handler.close()
         await self.server.close()
         await self.metrics_server.close()
-
-
-def _h2_factory() -> object:
-    try:
-        from queueproxy.h2 import H2ServerConnection
-    except ImportError:
-        return None
-    return H2ServerConnection

@@ -36,7 +36,7 @@ from queueproxy.upstream import HOP_BY_HOP, UpstreamConnection, UpstreamPool
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["App", "Exchange", "Limits", "ServerConnection", "HttpServer", "STATUS_REASONS"]
+__all__ = ["App", "Exchange", "Limits", "ServerConnection", "HttpServer", "STATUS_REASONS", "h2_connection"]
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -782,6 +782,13 @@ class _BadHead(Exception):
         super().__init__(status)
         self.status = status
         self.body = body
+
+
+def h2_connection(server: HttpServer) -> asyncio.Protocol:
+    """The ``h2_factory`` for a server that also speaks h2c: the h2 library is imported on
+    the first HTTP/2 connection, not at start-up (cold starts pay for every import)."""
+    from queueproxy.h2 import H2ServerConnection
+    return H2ServerConnection(server)
 
 
 class HttpServer:

@@ -15,13 +15,12 @@ import logging
 import os
 import signal
 import ssl
-from typing import Any
 
 from queueproxy.admin import DrainApp, PrometheusApp, StatApp
 from queueproxy.config import Config
 from queueproxy.drain import Drainer
 from queueproxy.handler import QueueHandler
-from queueproxy.http1 import HttpServer, Limits
+from queueproxy.http1 import HttpServer, Limits, h2_connection
 from queueproxy.metrics import InvocationHistogram, QueueProxyCollector, make_registry
 from queueproxy.observability import ObservabilityConfig
 from queueproxy.readiness import ReadinessProber, build_readiness_prober
@@ -78,7 +77,7 @@ class QueueProxy:
         # server closing them sooner races their next request, which then fails.
         limits = Limits(max_head_bytes=config.max_head_bytes, header_timeout=config.header_timeout,
                         idle_keepalive=float("inf"))
-        self.main = HttpServer(self.handler, loop=self.loop, limits=limits, h2_factory=_h2_factory())
+        self.main = HttpServer(self.handler, loop=self.loop, limits=limits, h2_factory=h2_connection)
         self.admin = HttpServer(DrainApp(self.drainer, lambda: self.terminating), loop=self.loop)
         self.stat_server = HttpServer(StatApp(lambda: self.reporter.snapshot), loop=self.loop)
         self.prometheus: HttpServer | None = None
@@ -171,11 +170,3 @@ class QueueProxy:
         for srv in self._servers():
             await srv.close()
         self.pool.close()
-
-
-def _h2_factory() -> Any:
-    """HTTP/2 connections, with the h2 library imported on the first one (start-up time)."""
-    def factory(server: HttpServer) -> Any:
-        from queueproxy.h2 import H2ServerConnection
-        return H2ServerConnection(server)
-    return factory
