@@ -84,6 +84,9 @@ class BackendSink(Protocol):
 
 
 class BackendSource(Protocol):
+    synced: bool
+    """True once everything the source knew when it started has reached the sink."""
+
     async def run(self, sink: BackendSink) -> None: ...
 
 
@@ -92,6 +95,10 @@ class Backends:
 
     It also wires the prober and the buffer to each other: healthy pods go to
     ``buffer.set_pods`` and a refused connection to ``prober.reprobe``.
+
+    Routes and endpoints come on separate streams, so a route may name a revision before its
+    endpoints arrive. Such a route waits: the service keeps its previous splits (if it had
+    any) until every revision it names is known, so moving traffic never answers 404.
     """
 
     def __init__(self, buffer: RequestBuffer, prober: Prober, routes: RoutingTable | None = None) -> None:
@@ -101,6 +108,9 @@ class Backends:
         prober.on_change = buffer.set_pods
         buffer.on_refused = prober.reprobe
         self._failures: dict[RevisionKey, str] = {}
+        self._routes: Routes = {}
+        self._waiting: set[str] = set()
+        """Revision names (in any namespace) that a route waits for."""
 
     def on_endpoints(self, update: EndpointsUpdate) -> None:
         key = update.info.key
@@ -117,6 +127,8 @@ class Backends:
         if update.activators is not None:
             self.buffer.set_activators(key, update.activators)
         self.prober.set_endpoints(key, update.ready, update.not_ready)
+        if not known and key.name in self._waiting:
+            self._apply_routes()
 
     def on_decision(self, update: DecisionUpdate) -> None:
         if update.failure:
@@ -129,7 +141,28 @@ class Backends:
         if self.routes is None:
             logger.warning("routes given but no routing table: ignored")
             return
-        self.routes.replace(routes)
+        previous, self._routes = self._routes, routes
+        try:
+            self._apply_routes()
+        except ValueError:
+            self._routes = previous
+            raise
+
+    def _apply_routes(self) -> None:
+        assert self.routes is not None
+        table: dict[tuple[str, str], Sequence[tuple[str, float]]] = {}
+        self._waiting = set()
+        for (namespace, service), splits in self._routes.items():
+            missing = [rev for rev, _ in splits if self.buffer.revision(RevisionKey(namespace, rev)) is None]
+            previous = self.routes.splits(namespace, service)
+            if missing and previous:
+                logger.info("route %s/%s waits for revision(s) %s; traffic stays where it was",
+                            namespace, service, ", ".join(missing))
+                self._waiting.update(missing)
+                table[(namespace, service)] = [(s.revision, s.percent) for s in previous]
+            else:
+                table[(namespace, service)] = splits
+        self.routes.replace(table)
 
 
 # ---- the static file -----------------------------------------------------------------------
@@ -209,6 +242,7 @@ class StaticSource:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
+        self.synced = False
 
     def load(self) -> StaticBackends:
         with open(self.path, encoding="utf-8") as f:
@@ -220,6 +254,7 @@ class StaticSource:
             sink.on_endpoints(update)
         if backends.routes:
             sink.on_routes(backends.routes)
+        self.synced = True
         logger.info("loaded %d revisions and %d routes from %s",
                     len(backends.endpoints), len(backends.routes), self.path)
 
@@ -247,7 +282,9 @@ class FeedSource:
     """``EndpointsFeed.Watch`` and ``DecisionFeed.Watch`` at ``address`` (``host:port``).
 
     Each stream starts with a snapshot and then carries changes. A stream that ends or breaks
-    is reopened after a backoff; revisions keep their last known state meanwhile.
+    is reopened after a backoff; revisions keep their last known state meanwhile. ``synced``
+    turns true once the endpoints snapshot has ended (its bookmark) and the first routing table
+    has come: from then on an unknown revision really is unknown.
     """
 
     def __init__(self, address: str, *, subscriber: str, clock: Clock | None = None,
@@ -256,18 +293,35 @@ class FeedSource:
         self.subscriber = subscriber
         self.decisions = decisions
         self.received = 0
+        self.synced = False
         self._clock = clock
+        self._synced: set[str] = set()
 
     async def run(self, sink: BackendSink) -> None:
         request = kdp_pb2.WatchRequest(subscriber=self.subscriber)
-        watches = [self._watch("endpoints", lambda ch: kdp_pb2_grpc.EndpointsFeedStub(ch).Watch(request),
-                               lambda m: sink.on_endpoints(endpoints_from_proto(m)))]
+        def endpoints(m: kdp_pb2.RevisionEndpoints) -> None:
+            if m.snapshot_end:
+                self._mark_synced("endpoints")
+            else:
+                sink.on_endpoints(endpoints_from_proto(m))
+
+        def routes(m: kdp_pb2.RouteTable) -> None:
+            sink.on_routes(routes_from_proto(m))
+            self._mark_synced("routes")
+
+        watches = [self._watch("endpoints", lambda ch: kdp_pb2_grpc.EndpointsFeedStub(ch).Watch(request), endpoints)]
         if self.decisions:
             watches.append(self._watch("decisions", lambda ch: kdp_pb2_grpc.DecisionFeedStub(ch).Watch(request),
                                        lambda m: sink.on_decision(decision_from_proto(m))))
-        watches.append(self._watch("routes", lambda ch: kdp_pb2_grpc.RouteFeedStub(ch).Watch(request),
-                                   lambda m: sink.on_routes(routes_from_proto(m))))
+        watches.append(self._watch("routes", lambda ch: kdp_pb2_grpc.RouteFeedStub(ch).Watch(request), routes))
         await asyncio.gather(*watches)
+
+    def _mark_synced(self, stream: str) -> None:
+        if not self.synced:
+            self._synced.add(stream)
+            if self._synced >= {"endpoints", "routes"}:
+                self.synced = True
+                logger.info("feeds at %s synced", self.address)
 
     async def _watch(self, name: str, open_stream: Callable[[grpc.aio.Channel], Any],
                      handle: Callable[[Any], None]) -> None:

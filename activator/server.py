@@ -68,6 +68,8 @@ class Activator:
             return "received SIGTERM from kubelet"
         if not self.reporter.connected:
             return "connection to the autoscaler is not established"
+        if not self.source.synced:
+            return "revisions and routes are not synced yet"
         return None
 
     async def start(self) -> None:

@@ -1,17 +1,18 @@
 """The gRPC services the local runtime serves, on one address.
 
 * ``EndpointsFeed.Watch`` — every revision's ready and not-ready queue-proxy addresses and
-  settings, a snapshot first and then each change (what Kubernetes Endpoints are in a cluster);
+  settings, a snapshot first, a ``snapshot_end`` bookmark, then each change (what Kubernetes
+  Endpoints are in a cluster; the bookmark tells an activator it has everything, so it can
+  call itself ready without ever answering 404 for a revision that exists);
 * ``DecisionFeed.Watch`` — the autoscaler's decisions relayed (the runtime subscribes to the
   autoscaler's own feed), so an activator needs only this one address; the last decision of
   every revision survives an autoscaler restart;
-* ``RouteFeed.Watch`` — the whole routing table after each change, when the generated code has
-  the service (see the proposal in the report: ``RouteTable``/``RouteFeed`` in kdp.proto);
+* ``RouteFeed.Watch`` — the whole routing table, at once and after each change;
 * ``ScaleTarget.Scale`` — the autoscaler's desired pod count for a revision, handed to a
   callable (the supervisor) that answers with the count it will run or raises ``KeyError``.
 
-:class:`Hub` is the fan-out behind every Watch: subscribers get a snapshot, then every
-published message, until the hub closes.
+:class:`Hub` is the fan-out behind every Watch: subscribers get a snapshot (and the bookmark
+when the hub has one), then every published message, until the hub closes.
 """
 from __future__ import annotations
 
@@ -24,21 +25,20 @@ import grpc
 
 from proto import kdp_pb2, kdp_pb2_grpc
 
-__all__ = ["HAS_ROUTE_FEED", "FeedServer", "Hub", "ScaleFn"]
+__all__ = ["FeedServer", "Hub", "ScaleFn"]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 ScaleFn = Callable[[str, str, int], int]
 """(namespace, revision, replicas) -> replicas it will run; KeyError for an unknown revision."""
-
-HAS_ROUTE_FEED = hasattr(kdp_pb2_grpc, "RouteFeedServicer") and hasattr(kdp_pb2, "RouteTable")
 _CLOSED = object()
 
 
 class Hub(Generic[T]):
-    def __init__(self, snapshot: Callable[[], list[T]]) -> None:
+    def __init__(self, snapshot: Callable[[], list[T]], bookmark: Callable[[], T] | None = None) -> None:
         self._snapshot = snapshot
+        self._bookmark = bookmark
         self._subscribers: set[asyncio.Queue[Any]] = set()
         self.closed = False
 
@@ -57,6 +57,8 @@ class Hub(Generic[T]):
         try:
             for message in self._snapshot():
                 yield message
+            if self._bookmark is not None:
+                yield self._bookmark()
             while not self.closed:
                 item = await q.get()
                 if item is _CLOSED:
@@ -89,6 +91,15 @@ class _Decisions(kdp_pb2_grpc.DecisionFeedServicer):
             yield m
 
 
+class _Routes(kdp_pb2_grpc.RouteFeedServicer):
+    def __init__(self, hub: Hub[kdp_pb2.RouteTable]) -> None:
+        self.hub = hub
+
+    async def Watch(self, request: kdp_pb2.WatchRequest, context: Any) -> AsyncIterator[kdp_pb2.RouteTable]:  # noqa: N802
+        async for m in self.hub.stream(request.subscriber):
+            yield m
+
+
 class _Scale(kdp_pb2_grpc.ScaleTargetServicer):
     def __init__(self, scale: ScaleFn) -> None:
         self.scale = scale
@@ -109,18 +120,16 @@ class _Scale(kdp_pb2_grpc.ScaleTargetServicer):
 class FeedServer:
     """One grpc.aio server with every feed; ``port`` is known after :meth:`start`."""
 
-    def __init__(self, *, endpoints: Hub[Any], decisions: Hub[Any], routes: Hub[Any] | None, scale: ScaleFn,
+    def __init__(self, *, endpoints: Hub[Any], decisions: Hub[Any], routes: Hub[Any], scale: ScaleFn,
                  host: str = "127.0.0.1", port: int = 0) -> None:
         self.host = host
         self.port = port
-        self.hubs = [h for h in (endpoints, decisions, routes) if h is not None]
+        self.hubs = [endpoints, decisions, routes]
         self.server = grpc.aio.server()
         kdp_pb2_grpc.add_EndpointsFeedServicer_to_server(_Endpoints(endpoints), self.server)
         kdp_pb2_grpc.add_DecisionFeedServicer_to_server(_Decisions(decisions), self.server)
         kdp_pb2_grpc.add_ScaleTargetServicer_to_server(_Scale(scale), self.server)
-        if routes is not None and HAS_ROUTE_FEED:
-            servicer = type("_Routes", (kdp_pb2_grpc.RouteFeedServicer,), {"Watch": _route_watch(routes)})()
-            kdp_pb2_grpc.add_RouteFeedServicer_to_server(servicer, self.server)  # type: ignore[attr-defined]
+        kdp_pb2_grpc.add_RouteFeedServicer_to_server(_Routes(routes), self.server)
 
     @property
     def address(self) -> str:
@@ -138,9 +147,3 @@ class FeedServer:
             hub.close()
         await self.server.stop(grace)
 
-
-def _route_watch(hub: Hub[Any]) -> Callable[..., AsyncIterator[Any]]:
-    async def Watch(self: Any, request: Any, context: Any) -> AsyncIterator[Any]:  # noqa: N802
-        async for m in hub.stream(request.subscriber):
-            yield m
-    return Watch

@@ -29,7 +29,7 @@ from autoscaler import annotations as ann
 from autoscaler.config import AutoscalerConfig, resolve_revision
 from kdp.catalog import ApplyResult, Catalog, Revision, RevisionKey
 from kdp.control import AutoscalerLink
-from kdp.feeds import HAS_ROUTE_FEED, FeedServer, Hub
+from kdp.feeds import FeedServer, Hub
 from kdp.manifest import ServiceSpec
 from kdp.pod import ProbeFn
 from kdp.podspec import SidecarSettings
@@ -87,9 +87,10 @@ class Runtime:
         self.supervisor = Supervisor(settings, environ=os.environ if environ is None else environ,
                                      probe=probe or queue_proxy_ready, on_change=self._pods_changed, sink=sink,
                                      policy=config.backoff, crash_threshold=config.crash_threshold)
-        self.endpoints_hub: Hub[kdp_pb2.RevisionEndpoints] = Hub(self._endpoints_snapshot)
+        self.endpoints_hub: Hub[kdp_pb2.RevisionEndpoints] = Hub(
+            self._endpoints_snapshot, bookmark=lambda: kdp_pb2.RevisionEndpoints(snapshot_end=True))
         self.decisions_hub: Hub[kdp_pb2.Decision] = Hub(lambda: list(self.decisions.values()))
-        self.routes_hub: Hub[Any] | None = Hub(lambda: [self._route_table()]) if HAS_ROUTE_FEED else None
+        self.routes_hub: Hub[kdp_pb2.RouteTable] = Hub(lambda: [self._route_table()])
         self.feeds = FeedServer(endpoints=self.endpoints_hub, decisions=self.decisions_hub, routes=self.routes_hub,
                                 scale=self._scale, host=config.host, port=config.feed_port)
         self.link = AutoscalerLink(config.autoscaler_address, spec=self._revision_spec, pods=self._pod_counts,
@@ -156,8 +157,7 @@ class Runtime:
         logger.info("service %s/%s deleted with %d revision(s)", namespace, service, len(gone))
 
     def _routes_changed(self) -> None:
-        if self.routes_hub is not None:
-            self.routes_hub.publish(self._route_table())
+        self.routes_hub.publish(self._route_table())
         for key in self.catalog.keys():  # reachability may have changed
             self.link.revision_changed(key)
         for route in self.catalog.routes:
@@ -229,11 +229,10 @@ class Runtime:
         return kdp_pb2.PodCounts(namespace=key[0], revision=key[1], ready=c.ready, not_ready=c.not_ready,
                                  pending=c.pending, terminating=c.terminating, failure=c.failure)
 
-    def _route_table(self) -> Any:
-        return kdp_pb2.RouteTable(routes=[  # type: ignore[attr-defined]
-            kdp_pb2.Route(namespace=r.namespace, service=r.name,  # type: ignore[attr-defined]
-                          traffic=[kdp_pb2.TrafficTarget(revision=rev, percent=p)  # type: ignore[attr-defined]
-                                   for rev, p in r.splits])
+    def _route_table(self) -> kdp_pb2.RouteTable:
+        return kdp_pb2.RouteTable(routes=[
+            kdp_pb2.Route(namespace=r.namespace, service=r.name,
+                          traffic=[kdp_pb2.TrafficTarget(revision=rev, percent=p) for rev, p in r.splits])
             for r in self.catalog.routes])
 
     def _decision(self, d: kdp_pb2.Decision) -> None:

@@ -1,7 +1,8 @@
 """The autoscaler and the activator as supervised processes of ``kdp up``.
 
 :class:`ServiceProcess` starts ``python -m <service>`` in its own process group, waits until it
-listens, and restarts it with backoff whenever it exits (a restarted autoscaler finds the
+listens (and, for the activator, until its kubelet health passes: it has synced every revision
+and route and reached the autoscaler), and restarts it with backoff whenever it exits (a restarted autoscaler finds the
 runtime resyncing every revision to it; a restarted activator re-subscribes to the feeds).
 :func:`autoscaler_command` and :func:`activator_env` say how each is configured locally.
 """
@@ -16,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from kdp.procs import Child, LineSink, spawn
 from kdp.restarts import BackoffPolicy, RestartBackoff, exit_reason
 
-__all__ = ["ServiceProcess", "activator_env", "autoscaler_command", "wait_listening"]
+__all__ = ["ServiceProcess", "activator_env", "autoscaler_command", "kubelet_healthy", "wait_listening"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,25 @@ async def wait_listening(host: str, port: int, timeout: float, alive: Child | No
             await w.wait_closed()
         return True
     return False
+
+
+async def kubelet_healthy(host: str, port: int, timeout: float = 1.0) -> bool:
+    """True when ``GET /`` with kubelet's User-Agent answers 200 (the activator's health)."""
+    try:
+        r, w = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except (OSError, asyncio.TimeoutError):
+        return False
+    try:
+        w.write(f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: kube-probe/kdp\r\n"
+                "Connection: close\r\n\r\n".encode())
+        line = await asyncio.wait_for(r.readline(), timeout)
+        return line.split(b" ", 2)[1:2] == [b"200"]
+    except (OSError, asyncio.TimeoutError):
+        return False
+    finally:
+        w.close()
+        with contextlib.suppress(OSError):
+            await w.wait_closed()
 
 
 def autoscaler_command(python: str, *, host: str, port: int, scale_target: str, config_file: str | None,
@@ -73,7 +93,7 @@ def activator_env(base: Mapping[str, str], *, host: str, port: int, metrics_port
 class ServiceProcess:
     def __init__(self, name: str, argv: Sequence[str], env: Mapping[str, str], *, host: str, port: int,
                  cwd: str | None = None, sink: LineSink | None = None, policy: BackoffPolicy | None = None,
-                 start_timeout: float = 20.0) -> None:
+                 start_timeout: float = 20.0, health: bool = False) -> None:
         self.name = name
         self.argv = list(argv)
         self.env = dict(env)
@@ -83,6 +103,8 @@ class ServiceProcess:
         self.sink = sink
         self.policy = policy or BackoffPolicy(initial=0.2, maximum=5.0)
         self.start_timeout = start_timeout
+        self.health = health
+        """Running only once :func:`kubelet_healthy` (else: once it listens)."""
         self.child: Child | None = None
         self.state = "stopped"
         self.restarts = 0
@@ -97,7 +119,7 @@ class ServiceProcess:
         return self.child.pid if self.child is not None and self.child.returncode is None else None
 
     async def start(self) -> None:
-        """Start and wait until it listens; raises RuntimeError (with its last output) if it cannot."""
+        """Start and wait until it is up; raises RuntimeError (with its last output) if it cannot."""
         self._task = asyncio.get_running_loop().create_task(self._run(), name=self.name)
         waiter = asyncio.ensure_future(self._up.wait())
         await asyncio.wait([waiter, self._task], timeout=self.start_timeout, return_when=asyncio.FIRST_COMPLETED)
@@ -105,7 +127,8 @@ class ServiceProcess:
             waiter.cancel()
             tail = " | ".join(list(self.child.tail)[-5:]) if self.child else ""
             await self.stop(1.0)
-            raise RuntimeError(f"{self.name} did not start listening on {self.host}:{self.port}"
+            what = "become healthy" if self.health else "start listening"
+            raise RuntimeError(f"{self.name} did not {what} on {self.host}:{self.port}"
                                f" within {self.start_timeout:.0f}s: {self.last_exit or tail}")
 
     async def _run(self) -> None:
@@ -123,7 +146,7 @@ class ServiceProcess:
             if self._stopping:  # stop() came while we were spawning
                 await self.child.stop(2.0)
                 break
-            if await wait_listening(self.host, self.port, self.start_timeout, self.child):
+            if await self._wait_up():
                 self.state = "running"
                 self._up.set()
                 logger.info("%s running (pid %d) on %s:%d", self.name, self.child.pid, self.host, self.port)
@@ -138,6 +161,18 @@ class ServiceProcess:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stop_event.wait(), delay)
         self.state = "stopped"
+
+    async def _wait_up(self) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.start_timeout
+        assert self.child is not None
+        if not await wait_listening(self.host, self.port, self.start_timeout, self.child):
+            return False
+        while self.health and not await kubelet_healthy(self.host, self.port):
+            if self.child.returncode is not None or loop.time() > deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True
 
     async def stop(self, grace: float, sig: int = signal.SIGTERM) -> None:
         self._stopping = True

@@ -237,12 +237,7 @@ class Up:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._on_signal)
         try:
-            await self._start(config_data)
-            for full, specs in manifests:
-                self.runtime.apply(specs, source=full)  # type: ignore[union-attr]
-                self._file_services[full] = {s.key for s in specs}
-                st = os.stat(full)
-                self._mtimes[full] = (st.st_mtime, st.st_size)
+            await self._start(config_data, manifests)
             await self._loop()
             return 0
         except (RuntimeError, OSError, CatalogError) as e:
@@ -262,7 +257,7 @@ class Up:
             procs.kill_all()  # every wait in the graceful shutdown ends at once
         self.stop_requested.set()
 
-    async def _start(self, config_data: dict[str, str]) -> None:
+    async def _start(self, config_data: dict[str, str], manifests: list[tuple[str, list[ServiceSpec]]]) -> None:
         o = self.o
         if not await _port_free(o.host, o.port):
             raise RuntimeError(f"{o.host}:{o.port} is in use; choose another ingress port with --port")
@@ -289,15 +284,19 @@ class Up:
                                              debug_port=debug_port),
             env, host=o.host, port=as_port, sink=sink)
         await self.autoscaler.start()
+        # The manifests go in before the ingress starts, and the ingress counts as up only once
+        # its feeds have synced (its kubelet health): the first request never meets a 404.
+        for full, specs in manifests:
+            self.runtime.apply(specs, source=full)
+            self._file_services[full] = {s.key for s in specs}
+            st = os.stat(full)
+            self._mtimes[full] = (st.st_mtime, st.st_size)
         self.activator = ServiceProcess(
             "activator", [o.python, "-m", "activator"],
             activator_env(env, host=o.host, port=o.port, metrics_port=metrics_port, feeds=self.runtime.feed_address,
                           autoscaler=as_address, domain=o.domain),
-            host=o.host, port=o.port, sink=sink)
+            host=o.host, port=o.port, sink=sink, health=True)
         await self.activator.start()
-        # Routes and endpoints reach the ingress by its subscriptions: wait for them, so the
-        # manifests applied next are there before the first request.
-        await self._subscribed(self.runtime.endpoints_hub, self.runtime.routes_hub)
         self.api = statusapi.StatusServer(self.status, self._api_apply, host=o.host)
         await self.api.start()
         statusapi.write_state(o.state_dir, {"pid": os.getpid(), "api": self.api.url,
@@ -362,12 +361,6 @@ class Up:
         if self.runtime is not None:
             await self.runtime.feeds.stop(0.2)
 
-
-    async def _subscribed(self, *hubs: Any, timeout: float = 10.0) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while any(h is not None and h.subscribers == 0 for h in hubs) and loop.time() < deadline:
-            await asyncio.sleep(0.01)
 
 
 async def _port_free(host: str, port: int) -> bool:

@@ -72,7 +72,7 @@ class WatchRequest(_message.Message):
     def __init__(self, subscriber: _Optional[str] = ...) -> None: ...
 
 class RevisionEndpoints(_message.Message):
-    __slots__ = ("namespace", "revision", "ready", "not_ready", "container_concurrency", "timeout_seconds", "response_start_timeout_seconds", "idle_timeout_seconds", "protocol", "target", "failure", "deleted", "service", "configuration")
+    __slots__ = ("namespace", "revision", "ready", "not_ready", "container_concurrency", "timeout_seconds", "response_start_timeout_seconds", "idle_timeout_seconds", "protocol", "target", "failure", "deleted", "service", "configuration", "snapshot_end")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     READY_FIELD_NUMBER: _ClassVar[int]
@@ -87,6 +87,7 @@ class RevisionEndpoints(_message.Message):
     DELETED_FIELD_NUMBER: _ClassVar[int]
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     CONFIGURATION_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_END_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     revision: str
     ready: _containers.RepeatedScalarFieldContainer[str]
@@ -101,7 +102,8 @@ class RevisionEndpoints(_message.Message):
     deleted: bool
     service: str
     configuration: str
-    def __init__(self, namespace: _Optional[str] = ..., revision: _Optional[str] = ..., ready: _Optional[_Iterable[str]] = ..., not_ready: _Optional[_Iterable[str]] = ..., container_concurrency: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., response_start_timeout_seconds: _Optional[float] = ..., idle_timeout_seconds: _Optional[float] = ..., protocol: _Optional[str] = ..., target: _Optional[float] = ..., failure: _Optional[str] = ..., deleted: _Optional[bool] = ..., service: _Optional[str] = ..., configuration: _Optional[str] = ...) -> None: ...
+    snapshot_end: bool
+    def __init__(self, namespace: _Optional[str] = ..., revision: _Optional[str] = ..., ready: _Optional[_Iterable[str]] = ..., not_ready: _Optional[_Iterable[str]] = ..., container_concurrency: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., response_start_timeout_seconds: _Optional[float] = ..., idle_timeout_seconds: _Optional[float] = ..., protocol: _Optional[str] = ..., target: _Optional[float] = ..., failure: _Optional[str] = ..., deleted: _Optional[bool] = ..., service: _Optional[str] = ..., configuration: _Optional[str] = ..., snapshot_end: _Optional[bool] = ...) -> None: ...
 
 class RevisionSpec(_message.Message):
     __slots__ = ("namespace", "revision", "service", "annotations", "container_concurrency", "reachable", "deleted")

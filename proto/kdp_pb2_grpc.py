@@ -191,7 +191,7 @@ class EndpointsFeedServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Watch(self, request, context):
-        """A full snapshot of every revision first, then each change.
+        """A full snapshot of every revision first, then a snapshot_end bookmark, then each change.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -274,9 +274,11 @@ def endpoints(rev: str, *, ns: str = NS, ready: Iterable[str] = (), not_ready: I
 
 
 class _Feed:
-    """One kind of message keyed by revision: a snapshot plus a queue per watcher."""
+    """One kind of message keyed by revision: a snapshot (then ``bookmark``, if any) plus a
+    queue per watcher."""
 
-    def __init__(self) -> None:
+    def __init__(self, bookmark: Any = None) -> None:
+        self.bookmark = bookmark
         self.state: dict[tuple[str, str], Any] = {}
         self.queues: set[asyncio.Queue[Any]] = set()
         self.opened = 0
@@ -293,6 +295,8 @@ class _Feed:
         try:
             for m in list(self.state.values()):
                 yield m
+            if self.bookmark is not None:
+                yield self.bookmark
             while True:
                 yield await q.get()
         finally:
@@ -331,9 +335,10 @@ class FakeRuntime:
     one gRPC server."""
 
     def __init__(self) -> None:
-        self.endpoints = _Feed()
+        self.endpoints = _Feed(bookmark=kdp_pb2.RevisionEndpoints(snapshot_end=True))
         self.decisions = _Feed()
         self.routes = _Feed()
+        self.set_routes({})  # the runtime always has a table, if only an empty one
         self.port = 0
         self._server: grpc.aio.Server | None = None
 

@@ -189,6 +189,25 @@ async def test_a_deleted_revision_is_forgotten_everywhere() -> None:
         assert s.prober.healthy(RevisionKey("ns", "r")) == frozenset()
 
 
+async def test_a_route_naming_an_unknown_revision_keeps_the_old_splits_until_it_arrives() -> None:
+    async with stack({"a:1", "b:1"}) as s:
+        s.backends.on_endpoints(EndpointsUpdate(RevisionInfo("ns", "r1"), frozenset({"a:1"})))
+        s.backends.on_routes({("ns", "svc"): [("r1", 100.0)]})
+        assert s.routes.lookup("svc.ns.localhost") == RevisionKey("ns", "r1")
+        # the route moves to r2 before r2's endpoints arrive (separate streams): traffic stays
+        s.backends.on_routes({("ns", "svc"): [("r1", 50.0), ("r2", 50.0)], ("ns", "new"): [("r3", 100.0)]})
+        assert [(x.revision, x.percent) for x in s.routes.splits("ns", "svc")] == [("r1", 100.0)]
+        # a route with nothing to fall back on is taken as it is (its revision is just unknown)
+        assert s.routes.lookup("new.ns.localhost") == RevisionKey("ns", "r3")
+        s.backends.on_endpoints(EndpointsUpdate(RevisionInfo("ns", "r2"), frozenset({"b:1"})))
+        assert [(x.revision, x.percent) for x in s.routes.splits("ns", "svc")] == [("r1", 50.0), ("r2", 50.0)]
+        # a bad table is refused as a whole and the good one stays
+        with pytest.raises(ValueError, match="ns/svc"):
+            s.backends.on_routes({("ns", "svc"): [("r1", -1.0)]})
+        s.backends.on_endpoints(EndpointsUpdate(RevisionInfo("ns", "r4")))
+        assert [(x.revision, x.percent) for x in s.routes.splits("ns", "svc")] == [("r1", 50.0), ("r2", 50.0)]
+
+
 # ---- the gRPC feeds against a real server --------------------------------------------------
 
 class Feeds:
@@ -197,6 +216,7 @@ class Feeds:
     def __init__(self) -> None:
         self.endpoints: asyncio.Queue[kdp_pb2.RevisionEndpoints | None] = asyncio.Queue()
         self.decisions: asyncio.Queue[kdp_pb2.Decision | None] = asyncio.Queue()
+        self.routes: asyncio.Queue[kdp_pb2.RouteTable | None] = asyncio.Queue()
         self.subscribers: list[str] = []
 
 
@@ -220,11 +240,21 @@ class DecisionServicer(kdp_pb2_grpc.DecisionFeedServicer):
             yield item
 
 
+class RouteServicer(kdp_pb2_grpc.RouteFeedServicer):
+    def __init__(self, feeds: Feeds) -> None:
+        self.feeds = feeds
+
+    async def Watch(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        while (item := await self.feeds.routes.get()) is not None:
+            yield item
+
+
 @contextlib.asynccontextmanager
 async def feed_server(feeds: Feeds, port: int = 0) -> AsyncIterator[int]:
     server = grpc.aio.server()
     kdp_pb2_grpc.add_EndpointsFeedServicer_to_server(EndpointsServicer(feeds), server)
     kdp_pb2_grpc.add_DecisionFeedServicer_to_server(DecisionServicer(feeds), server)
+    kdp_pb2_grpc.add_RouteFeedServicer_to_server(RouteServicer(feeds), server)
     bound = server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     try:
@@ -308,3 +338,34 @@ async def test_the_feeds_wait_for_a_server_that_is_not_up_yet() -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+@pytest.mark.functional
+async def test_the_source_is_synced_after_the_endpoints_bookmark_and_the_first_route_table() -> None:
+    feeds, sink = Feeds(), RecordingSink()
+    async with feed_server(feeds) as port:
+        source = FeedSource(f"127.0.0.1:{port}", subscriber="a", decisions=False)
+        task = asyncio.ensure_future(source.run(sink))
+        try:
+            await feeds.endpoints.put(kdp_pb2.RevisionEndpoints(namespace="ns", revision="r"))
+            assert (await asyncio.wait_for(sink.events.get(), 5)).info.name == "r"
+            await feeds.endpoints.put(kdp_pb2.RevisionEndpoints(snapshot_end=True))
+            await feeds.endpoints.put(kdp_pb2.RevisionEndpoints(namespace="ns", revision="r2"))
+            assert (await asyncio.wait_for(sink.events.get(), 5)).info.name == "r2"  # the bookmark is no revision
+            assert not source.synced  # no routing table yet
+            await feeds.routes.put(kdp_pb2.RouteTable())
+            assert await asyncio.wait_for(sink.events.get(), 5) == {}
+            assert source.synced
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def test_a_static_source_is_synced_once_loaded(tmp_path: Path) -> None:
+    path = tmp_path / "backends.yaml"
+    path.write_text(STATIC_YAML)
+    source = StaticSource(path)
+    assert not source.synced
+    await source.run(RecordingSink())
+    assert source.synced

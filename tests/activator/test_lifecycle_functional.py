@@ -1,4 +1,5 @@
-"""The activator process's life: not ready until its stats connection is up, draining on
+"""The activator process's life: not ready until its stats connection is up and its feeds have
+synced, draining on
 SIGTERM, reporting to an upstream autoscaler over its websocket protocol, and memory that stays
 bounded while thousands of requests wait."""
 from __future__ import annotations
@@ -55,6 +56,31 @@ async def test_kubelet_health_fails_until_the_autoscaler_connection_is_up_and_wh
         families = await act.metrics()
         errors = [s.value for s in families["kn_activator_stats_conn_errors"].samples if s.name.endswith("_total")]
         assert errors and errors[0] >= 1
+
+
+async def test_kubelet_health_fails_until_every_revision_and_route_has_been_received() -> None:
+    ingest = await FakeStatIngest().start()
+    late = FakeRuntime()  # the feeds come up after the activator
+    late.port = free_port()
+    rev = unique_rev()
+    env = activator_env(autoscaler=f"127.0.0.1:{ingest.port}", backends=f"grpc://{late.address}")
+    try:
+        async with ActivatorProcess(env) as act, fake_pods(1) as (pod,):
+            late.publish(rev, ready=[pod.address])
+            await eventually(lambda: _body(act, b"revisions and routes are not synced yet\n"),
+                             what="unhealthy while the feeds are away")
+            await late.start()
+            await eventually(lambda: _status(act, 200), what="healthy once the feeds have synced")
+            r = await act.request(rev, "/")  # the snapshot's revision is known by then
+            assert r.status == 200, r
+    finally:
+        await late.stop()
+        await ingest.stop()
+
+
+async def _body(act: ActivatorProcess, want: bytes) -> bool:
+    r = await act.health()
+    return (r.status, r.body) == (500, want)
 
 
 async def _status(act: ActivatorProcess, want: int) -> bool:

@@ -103,6 +103,21 @@ async def test_a_new_revision_is_synced_to_the_autoscaler_and_starts_at_its_init
         await endpoints.close()
 
 
+async def test_the_endpoints_feed_sends_the_snapshot_then_a_bookmark_then_changes(world: Any) -> None:
+    rt, _ = world
+    zero = {"autoscaling.knative.dev/initial-scale": "0"}
+    rt.apply(service("a", annotations=zero))
+    endpoints = Watch(rt.feed_address, kdp_pb2_grpc.EndpointsFeedStub)
+    try:
+        await eventually(lambda: any(m.snapshot_end for m in endpoints.messages), what="the bookmark")
+        rt.apply(service("b", annotations=zero))
+        await eventually(lambda: endpoints.last("hello-00002"), what="the new revision")
+        assert [(m.revision, m.snapshot_end) for m in endpoints.messages] == \
+            [("hello-00001", False), ("", True), ("hello-00002", False)]
+    finally:
+        await endpoints.close()
+
+
 async def test_the_autoscalers_scale_calls_set_the_pod_count(world: Any) -> None:
     rt, fa = world
     rt.apply(service(annotations={"autoscaling.knative.dev/initial-scale": "0"}))
