@@ -22,6 +22,10 @@ HOP_BY_HOP = frozenset({
     b"transfer-encoding", b"upgrade", b"proxy-authenticate", b"proxy-authorization",
 })
 
+MAX_RESPONSE_HEAD = 1 << 20
+"""Bytes of response head (1xx heads included) beyond which the answer is a 502: an app
+streaming headers forever must not grow the queue-proxy without bound."""
+
 if TYPE_CHECKING:
     from queueproxy.http1 import Exchange, ServerConnection
 
@@ -36,7 +40,7 @@ class UpstreamConnection(batching.Writer, asyncio.Protocol):
     __slots__ = (
         "pool", "transport", "parser", "ex", "reused", "got_bytes", "closed", "reason", "headers",
         "has_length", "chunked", "keep_alive", "head_done", "tunnel", "fresh_parser", "wbuf", "hop",
-        "n_head",
+        "n_head", "head_bytes",
     )
 
     def __init__(self, pool: UpstreamPool) -> None:
@@ -55,6 +59,7 @@ class UpstreamConnection(batching.Writer, asyncio.Protocol):
         self.keep_alive = True
         self.head_done = False
         self.n_head = 0
+        self.head_bytes = 0
         """How many of ``headers`` belong to the head; any later ones are a chunked body's trailers."""
         self.tunnel: ServerConnection | None = None
         self.fresh_parser = False
@@ -65,6 +70,7 @@ class UpstreamConnection(batching.Writer, asyncio.Protocol):
     def start(self, ex: Exchange) -> None:
         self.ex = ex
         self.got_bytes = False
+        self.head_bytes = 0
         if self.fresh_parser:
             self.parser = httptools.HttpResponseParser(self)
             self.fresh_parser = False
@@ -133,15 +139,23 @@ class UpstreamConnection(batching.Writer, asyncio.Protocol):
             self._close()
             return
         self.got_bytes = True
+        if not self.head_done:
+            self.head_bytes += len(data)
+            if self.head_bytes > MAX_RESPONSE_HEAD:
+                self._malformed(f"response head over {MAX_RESPONSE_HEAD} bytes")
+                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
             self._become_tunnel(data[e.args[0]:])
         except httptools.HttpParserError as e:
-            ex, self.ex = self.ex, None
-            self._close()
-            if ex is not None:
-                ex.fail(502, f"malformed response from upstream: {e}")
+            self._malformed(str(e))
+
+    def _malformed(self, why: str) -> None:
+        ex, self.ex = self.ex, None
+        self._close()
+        if ex is not None:
+            ex.fail(502, f"malformed response from upstream: {why}")
 
     def pause_writing(self) -> None:
         ex = self.ex

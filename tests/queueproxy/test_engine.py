@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from queueproxy.http1 import H_CONNECTION, H_PROBE, H_UA, H_XFF, H_XFF_FIRST, Exchange, HttpServer, Limits
+from queueproxy import upstream as upstream_module
 from queueproxy.upstream import UpstreamConnection, UpstreamPool
 
 # ---- fakes ------------------------------------------------------------------------------------
@@ -235,6 +236,69 @@ def test_trailers_of_a_chunked_response_close_the_chunked_body_for_the_client() 
     r.send(req("GET", "/next"))  # both sides stay in step
     up.data_received(OK)
     assert r.client.take().endswith(b"\r\n\r\nok")
+
+
+def test_a_chunked_response_with_trailers_split_into_single_bytes_arrives_whole() -> None:
+    r = Rig()
+    r.send(req())
+    up, _ = r.upstream()
+    raw = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n"
+           b"3\r\nabc\r\n0\r\nX-Sum: 9\r\n\r\n")
+    for i in range(len(raw)):
+        up.data_received(raw[i:i + 1])
+    out = r.client.take()
+    assert out.startswith(b"HTTP/1.1 200 OK\r\nX-A: 1\r\n") and b"Transfer-Encoding: chunked\r\n" in out
+    assert out.endswith(b"\r\n\r\n1\r\na\r\n1\r\nb\r\n1\r\nc\r\n0\r\nX-Sum: 9\r\n\r\n")  # as it came
+    r.send(req("GET", "/next"))  # the next response is parsed afresh
+    up.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-B: 2\r\n\r\nok")
+    out = r.client.take()
+    assert b"X-B: 2\r\n" in out and out.endswith(b"\r\n\r\nok") and b"X-Sum" not in out
+
+
+def test_early_hints_and_the_final_response_in_one_read_both_pass() -> None:
+    r = Rig()
+    r.send(req())
+    up, _ = r.upstream()
+    up.data_received(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+                     b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Final: 1\r\n\r\nok")
+    out = r.client.take()
+    hints, final = out.split(b"\r\n\r\n", 1)
+    assert hints == b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload"
+    assert final.startswith(b"HTTP/1.1 200 OK\r\n") and b"X-Final: 1\r\n" in final and final.endswith(b"ok")
+    assert b"Link:" not in final
+
+
+def test_response_hop_by_hop_headers_and_those_connection_names_are_dropped_in_any_case() -> None:
+    r = Rig()
+    r.send(req())
+    up, _ = r.upstream()
+    up.data_received(b"HTTP/1.1 200 Fine Thanks\r\nCONNECTION: keep-alive, X-Secret\r\nX-Secret: 1\r\n"
+                     b"X-Secret-Not: 2\r\nkeep-alive: timeout=5\r\nProxy-Authenticate: Basic\r\n"
+                     b"Upgrade: h2c\r\nTE: trailers\r\nX-Te: 3\r\nContent-Length: 2\r\n\r\nok")
+    lines = head_lines(r.client.take())
+    assert lines[0] == "HTTP/1.1 200 Fine Thanks"
+    assert lines[1:] == ["X-Secret-Not: 2", "X-Te: 3", "Content-Length: 2"]
+
+
+def test_a_response_head_with_bare_line_feeds_is_a_502() -> None:
+    r = Rig()
+    r.send(req())
+    up, ut = r.upstream()
+    up.data_received(b"HTTP/1.1 200 OK\nX-A: 1\nContent-Length: 2\n\nok")
+    out = r.client.take()
+    assert out.startswith(b"HTTP/1.1 502 ") and b"malformed response from upstream" in out and ut.closed
+
+
+def test_a_response_head_over_the_limit_is_a_502(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(upstream_module, "MAX_RESPONSE_HEAD", 64)
+    r = Rig()
+    r.send(req())
+    up, ut = r.upstream()
+    up.data_received(b"HTTP/1.1 200 OK\r\n" + b"X-Pad: " + b"x" * 40 + b"\r\n")
+    up.data_received(b"X-More: " + b"y" * 40 + b"\r\n")
+    out = r.client.take()
+    assert out.startswith(b"HTTP/1.1 502 ") and b"response head over 64 bytes" in out
+    assert ut.closed
 
 
 def test_pipelined_requests_are_answered_in_order() -> None:
