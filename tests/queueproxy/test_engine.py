@@ -301,6 +301,19 @@ def test_a_response_head_over_the_limit_is_a_502(monkeypatch: pytest.MonkeyPatch
     assert ut.closed
 
 
+def test_a_whole_response_is_sent_in_one_write_before_the_finish_bookkeeping_runs() -> None:
+    r = Rig()
+    writes: list[bytes] = []
+    r.client.write = lambda data: writes.append(bytes(data))  # type: ignore[method-assign]
+    seen_at_finish: list[list[bytes]] = []
+    r.app.local = lambda ex: setattr(ex, "on_finish", lambda _: seen_at_finish.append(list(writes))) or False
+    r.send(req())
+    up, _ = r.upstream()
+    up.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    assert len(writes) == 1 and writes[0].endswith(b"\r\n\r\nok")
+    assert seen_at_finish == [writes]  # already on its way when stats, metrics and logs ran
+
+
 def test_pipelined_requests_are_answered_in_order() -> None:
     r = Rig()
     r.send(req("GET", "/1") + req("GET", "/2") + req("GET", "/3"))
