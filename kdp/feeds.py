@@ -73,31 +73,14 @@ class Hub(Generic[T]):
             q.put_nowait(_CLOSED)
 
 
-class _Endpoints(kdp_pb2_grpc.EndpointsFeedServicer):
-    def __init__(self, hub: Hub[kdp_pb2.RevisionEndpoints]) -> None:
-        self.hub = hub
+def _watch_servicer(base: type[Any], hub: Hub[Any]) -> Any:
+    """A servicer of ``base`` (one of the feeds) whose ``Watch`` streams ``hub``."""
 
-    async def Watch(self, request: kdp_pb2.WatchRequest, context: Any) -> AsyncIterator[kdp_pb2.RevisionEndpoints]:  # noqa: N802
-        async for m in self.hub.stream(request.subscriber):
+    async def Watch(self: Any, request: kdp_pb2.WatchRequest, context: Any) -> AsyncIterator[Any]:  # noqa: N802
+        async for m in hub.stream(request.subscriber):
             yield m
 
-
-class _Decisions(kdp_pb2_grpc.DecisionFeedServicer):
-    def __init__(self, hub: Hub[kdp_pb2.Decision]) -> None:
-        self.hub = hub
-
-    async def Watch(self, request: kdp_pb2.WatchRequest, context: Any) -> AsyncIterator[kdp_pb2.Decision]:  # noqa: N802
-        async for m in self.hub.stream(request.subscriber):
-            yield m
-
-
-class _Routes(kdp_pb2_grpc.RouteFeedServicer):
-    def __init__(self, hub: Hub[kdp_pb2.RouteTable]) -> None:
-        self.hub = hub
-
-    async def Watch(self, request: kdp_pb2.WatchRequest, context: Any) -> AsyncIterator[kdp_pb2.RouteTable]:  # noqa: N802
-        async for m in self.hub.stream(request.subscriber):
-            yield m
+    return type(base.__name__.removesuffix("Servicer"), (base,), {"Watch": Watch})()
 
 
 class _Scale(kdp_pb2_grpc.ScaleTargetServicer):
@@ -126,10 +109,11 @@ class FeedServer:
         self.port = port
         self.hubs = [endpoints, decisions, routes]
         self.server = grpc.aio.server()
-        kdp_pb2_grpc.add_EndpointsFeedServicer_to_server(_Endpoints(endpoints), self.server)
-        kdp_pb2_grpc.add_DecisionFeedServicer_to_server(_Decisions(decisions), self.server)
-        kdp_pb2_grpc.add_ScaleTargetServicer_to_server(_Scale(scale), self.server)
-        kdp_pb2_grpc.add_RouteFeedServicer_to_server(_Routes(routes), self.server)
+        g = kdp_pb2_grpc
+        g.add_EndpointsFeedServicer_to_server(_watch_servicer(g.EndpointsFeedServicer, endpoints), self.server)
+        g.add_DecisionFeedServicer_to_server(_watch_servicer(g.DecisionFeedServicer, decisions), self.server)
+        g.add_RouteFeedServicer_to_server(_watch_servicer(g.RouteFeedServicer, routes), self.server)
+        g.add_ScaleTargetServicer_to_server(_Scale(scale), self.server)
 
     @property
     def address(self) -> str:
