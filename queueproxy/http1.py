@@ -107,8 +107,16 @@ def note_special(sp: list[bytes | None], i: int, value: bytes) -> bool:
     return True
 
 
+_STATUS_LINES: dict[tuple[int, bytes | None], bytes] = {}
+
+
 def status_line(status: int, reason: bytes | None = None) -> bytes:
-    return b"HTTP/1.1 %d %s\r\n" % (status, reason if reason is not None else STATUS_REASONS.get(status, b"Unknown"))
+    line = _STATUS_LINES.get((status, reason))
+    if line is None:
+        line = b"HTTP/1.1 %d %s\r\n" % (status, reason if reason is not None else STATUS_REASONS.get(status, b"Unknown"))
+        if len(_STATUS_LINES) < 256:  # the few an app uses; an odd reason phrase is not kept
+            _STATUS_LINES[(status, reason)] = line
+    return line
 
 
 def _forward_head(ex: Exchange, *, drop: frozenset[bytes] = frozenset(), host: bytes | None = None,

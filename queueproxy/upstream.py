@@ -26,6 +26,8 @@ MAX_RESPONSE_HEAD = 1 << 20
 """Bytes of response head (1xx heads included) beyond which the answer is a 502: an app
 streaming headers forever must not grow the queue-proxy without bound."""
 
+_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})
+
 if TYPE_CHECKING:
     from queueproxy.http1 import Exchange, ServerConnection
 
@@ -191,6 +193,8 @@ class UpstreamConnection(batching.Writer, asyncio.Protocol):
         if lname in HOP_BY_HOP:
             if lname == b"transfer-encoding":
                 self.chunked = b"chunked" in value.lower()
+            elif lname == b"connection" and value.lower() in _PLAIN_CONNECTION:
+                lname = b""  # names no other header: nothing to look up in on_headers_complete
             self.hop.append((lname, name + b": " + value + b"\r\n"))
             return
         if lname == b"content-length":

@@ -314,6 +314,27 @@ def test_a_whole_response_is_sent_in_one_write_before_the_finish_bookkeeping_run
     assert seen_at_finish == [writes]  # already on its way when stats, metrics and logs ran
 
 
+def test_status_lines_are_remembered_only_up_to_a_bound() -> None:
+    from queueproxy import http1
+
+    assert http1.status_line(200, b"OK") == b"HTTP/1.1 200 OK\r\n"
+    assert http1.status_line(503) == b"HTTP/1.1 503 Service Unavailable\r\n"
+    for i in range(1000):  # an app inventing reason phrases cannot grow the table
+        assert http1.status_line(200, b"reason %d" % i) == b"HTTP/1.1 200 reason %d\r\n" % i
+    assert len(http1._STATUS_LINES) <= 256
+
+
+def test_a_1xx_passes_its_connection_header_while_the_final_head_drops_it() -> None:
+    r = Rig()
+    r.send(req())
+    up, _ = r.upstream()
+    up.data_received(b"HTTP/1.1 103 Early Hints\r\nConnection: keep-alive\r\nLink: </a>\r\n\r\n"
+                     b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok")
+    hints, final = r.client.take().split(b"\r\n\r\n", 1)
+    assert hints == b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\nConnection: keep-alive"
+    assert b"onnection" not in final
+
+
 def test_pipelined_requests_are_answered_in_order() -> None:
     r = Rig()
     r.send(req("GET", "/1") + req("GET", "/2") + req("GET", "/3"))
