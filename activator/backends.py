@@ -279,7 +279,8 @@ def decision_from_proto(m: kdp_pb2.Decision) -> DecisionUpdate:
 
 
 class FeedSource:
-    """``EndpointsFeed.Watch`` and ``DecisionFeed.Watch`` at ``address`` (``host:port``).
+    """``EndpointsFeed.Watch``, ``DecisionFeed.Watch`` and ``RouteFeed.Watch`` at ``address``
+    (``host:port``).
 
     Each stream starts with a snapshot and then carries changes. A stream that ends or breaks
     is reopened after a backoff; revisions keep their last known state meanwhile. ``synced``
@@ -299,6 +300,7 @@ class FeedSource:
 
     async def run(self, sink: BackendSink) -> None:
         request = kdp_pb2.WatchRequest(subscriber=self.subscriber)
+
         def endpoints(m: kdp_pb2.RevisionEndpoints) -> None:
             if m.snapshot_end:
                 self._mark_synced("endpoints")

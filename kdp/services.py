@@ -2,8 +2,9 @@
 
 :class:`ServiceProcess` starts ``python -m <service>`` in its own process group, waits until it
 listens (and, for the activator, until its kubelet health passes: it has synced every revision
-and route and reached the autoscaler), and restarts it with backoff whenever it exits (a restarted autoscaler finds the
-runtime resyncing every revision to it; a restarted activator re-subscribes to the feeds).
+and route and reached the autoscaler), and restarts it with backoff whenever it exits (a
+restarted autoscaler finds the runtime resyncing every revision to it; a restarted activator
+re-subscribes to the feeds).
 :func:`autoscaler_command` and :func:`activator_env` say how each is configured locally.
 """
 from __future__ import annotations

@@ -362,7 +362,6 @@ class Up:
             await self.runtime.feeds.stop(0.2)
 
 
-
 async def _port_free(host: str, port: int) -> bool:
     try:
         _, w = await asyncio.open_connection(host, port)

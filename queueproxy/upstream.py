@@ -61,8 +61,9 @@ class UpstreamConnection(batching.Writer, asyncio.Protocol):
         self.keep_alive = True
         self.head_done = False
         self.n_head = 0
-        self.head_bytes = 0
         """How many of ``headers`` belong to the head; any later ones are a chunked body's trailers."""
+        self.head_bytes = 0
+        """Bytes received for this exchange while its final head is not complete."""
         self.tunnel: ServerConnection | None = None
         self.fresh_parser = False
         self.wbuf: list[bytes] | None = None
