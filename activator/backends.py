@@ -84,8 +84,9 @@ class BackendSink(Protocol):
 
 
 class BackendSource(Protocol):
-    synced: bool
-    """True once everything the source knew when it started has reached the sink."""
+    @property
+    def synced(self) -> bool:
+        """True once everything the source knew when it started has reached the sink."""
 
     async def run(self, sink: BackendSink) -> None: ...
 
@@ -109,8 +110,7 @@ class Backends:
         buffer.on_refused = prober.reprobe
         self._failures: dict[RevisionKey, str] = {}
         self._routes: Routes = {}
-        self._waiting: set[str] = set()
-        """Revision names (in any namespace) that a route waits for."""
+        """The last table the source gave (``routes`` may still hold older splits of some services)."""
 
     def on_endpoints(self, update: EndpointsUpdate) -> None:
         key = update.info.key
@@ -127,7 +127,7 @@ class Backends:
         if update.activators is not None:
             self.buffer.set_activators(key, update.activators)
         self.prober.set_endpoints(key, update.ready, update.not_ready)
-        if not known and key.name in self._waiting:
+        if not known and self._routes:  # a route may have waited for this revision
             self._apply_routes()
 
     def on_decision(self, update: DecisionUpdate) -> None:
@@ -151,14 +151,12 @@ class Backends:
     def _apply_routes(self) -> None:
         assert self.routes is not None
         table: dict[tuple[str, str], Sequence[tuple[str, float]]] = {}
-        self._waiting = set()
         for (namespace, service), splits in self._routes.items():
             missing = [rev for rev, _ in splits if self.buffer.revision(RevisionKey(namespace, rev)) is None]
             previous = self.routes.splits(namespace, service)
             if missing and previous:
                 logger.info("route %s/%s waits for revision(s) %s; traffic stays where it was",
                             namespace, service, ", ".join(missing))
-                self._waiting.update(missing)
                 table[(namespace, service)] = [(s.revision, s.percent) for s in previous]
             else:
                 table[(namespace, service)] = splits
@@ -294,9 +292,9 @@ class FeedSource:
         self.subscriber = subscriber
         self.decisions = decisions
         self.received = 0
-        self.synced = False
         self._clock = clock
         self._synced: set[str] = set()
+        """The streams whose snapshot has come whole: ``endpoints`` (its bookmark), ``routes``."""
 
     async def run(self, sink: BackendSink) -> None:
         request = kdp_pb2.WatchRequest(subscriber=self.subscriber)
@@ -318,11 +316,14 @@ class FeedSource:
         watches.append(self._watch("routes", lambda ch: kdp_pb2_grpc.RouteFeedStub(ch).Watch(request), routes))
         await asyncio.gather(*watches)
 
+    @property
+    def synced(self) -> bool:
+        return len(self._synced) == 2
+
     def _mark_synced(self, stream: str) -> None:
-        if not self.synced:
+        if stream not in self._synced:
             self._synced.add(stream)
-            if self._synced >= {"endpoints", "routes"}:
-                self.synced = True
+            if self.synced:
                 logger.info("feeds at %s synced", self.address)
 
     async def _watch(self, name: str, open_stream: Callable[[grpc.aio.Channel], Any],

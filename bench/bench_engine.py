@@ -29,6 +29,11 @@ class FakeTransport(asyncio.Transport):
     def write(self, data: bytes) -> None:  # type: ignore[override]
         self.out.append(data)
 
+    def take(self) -> bytes:
+        data = b"".join(self.out)
+        self.out.clear()
+        return data
+
     def get_extra_info(self, name: str, default: object = None) -> object:
         return ("127.0.0.1", 5555) if name == "peername" else default
 
@@ -38,6 +43,7 @@ class FakeTransport(asyncio.Transport):
         return False
 
     def close(self) -> None: ...
+    def set_protocol(self, protocol: object) -> None: ...  # type: ignore[override]
 
 
 async def run(cc: int, n: int) -> float:

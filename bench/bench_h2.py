@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import pathlib
 import shutil
 import socket
@@ -37,7 +36,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from bench.common import free_port, pin, plot_by_concurrency, proc_cpu_seconds
+from bench.bench_engine import FakeTransport
+from bench.common import free_port, pin, plot_by_concurrency, proc_cpu_seconds, qp_env
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out"
@@ -50,30 +50,6 @@ def grpc_frame(msg: bytes) -> bytes:
 
 
 # ---- engine: the proxy's Python cost per call, no I/O --------------------------------------------
-
-class FakeTransport:
-    def __init__(self) -> None:
-        self.out: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self.out.append(data)
-
-    def take(self) -> bytes:
-        data = b"".join(self.out)
-        self.out.clear()
-        return data
-
-    def get_extra_info(self, name: str, default: object = None) -> object:
-        return ("127.0.0.1", 5555) if name == "peername" else default
-
-    def pause_reading(self) -> None: ...
-    def resume_reading(self) -> None: ...
-    def is_closing(self) -> bool:
-        return False
-
-    def close(self) -> None: ...
-    def set_protocol(self, proto: Any) -> None: ...
-
 
 REQUEST_HEADERS = [
     (b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/helloworld.Greeter/SayHello"),
@@ -258,21 +234,6 @@ http {{
         self.proc.wait(10)
 
 
-def qp_env(user_port: int, serving_port: int, cc: int) -> dict[str, str]:
-    return {
-        **os.environ,
-        "SERVING_NAMESPACE": "default", "SERVING_CONFIGURATION": "bench", "SERVING_REVISION": "bench-00001",
-        "SERVING_SERVICE": "bench", "SERVING_POD": "bench-pod", "SERVING_POD_IP": "127.0.0.1",
-        "QUEUE_SERVING_PORT": str(serving_port), "QUEUE_SERVING_TLS_PORT": str(free_port()),
-        "USER_PORT": str(user_port), "CONTAINER_CONCURRENCY": str(cc), "REVISION_TIMEOUT_SECONDS": "300",
-        "SERVING_LOGGING_CONFIG": "", "SERVING_LOGGING_LEVEL": "", "SERVING_READINESS_PROBE": "",
-        "OBSERVABILITY_CONFIG": '{"requestMetrics":{"protocol":"prometheus"}}',
-        "KDP_BIND_HOST": "127.0.0.1", "KDP_ADMIN_PORT": str(free_port()), "KDP_STAT_PORT": str(free_port()),
-        "METRICS_PROMETHEUS_PORT": str(free_port()), "KDP_DRAIN_QUIET_PERIOD": "0",
-        "PYTHONPATH": str(ROOT),
-    }
-
-
 async def _load(port: int, concurrency: int, duration: float) -> dict[str, float]:
     import grpc
 
@@ -360,7 +321,7 @@ def loopback(args: argparse.Namespace) -> int:
             commands += [(name, cmd.split(), 0) for name, cmd in extra]
             for name, cmd, cc in commands:
                 port = free_port()
-                procs.append(subprocess.Popen([*pin(1), *cmd], env=qp_env(backend.port, port, cc), cwd=ROOT,
+                procs.append(subprocess.Popen([*pin(1), *cmd], env=qp_env(backend.port, port, cc, PYTHONPATH=str(ROOT)), cwd=ROOT,
                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
                 wait_port(port)
                 targets.append((name, port, procs[-1].pid))

@@ -40,6 +40,22 @@ def wait_http(url: str, timeout: float = 10.0, headers: dict[str, str] | None = 
             time.sleep(0.05)
 
 
+def qp_env(user_port: int, serving_port: int, cc: int, **extra: str) -> dict[str, str]:
+    """The env of a benchmarked queue-proxy (ours or upstream's) in front of ``user_port``."""
+    return {
+        **os.environ,
+        "SERVING_NAMESPACE": "default", "SERVING_CONFIGURATION": "bench", "SERVING_REVISION": "bench-00001",
+        "SERVING_SERVICE": "bench", "SERVING_POD": "bench-pod", "SERVING_POD_IP": "127.0.0.1",
+        "QUEUE_SERVING_PORT": str(serving_port), "QUEUE_SERVING_TLS_PORT": str(free_port()),
+        "USER_PORT": str(user_port), "CONTAINER_CONCURRENCY": str(cc), "REVISION_TIMEOUT_SECONDS": "300",
+        "SERVING_LOGGING_CONFIG": "", "SERVING_LOGGING_LEVEL": "", "SERVING_READINESS_PROBE": "",
+        "OBSERVABILITY_CONFIG": '{"requestMetrics":{"protocol":"prometheus"}}',
+        "KDP_BIND_HOST": "127.0.0.1", "KDP_ADMIN_PORT": str(free_port()), "KDP_STAT_PORT": str(free_port()),
+        "METRICS_PROMETHEUS_PORT": str(free_port()), "KDP_DRAIN_QUIET_PERIOD": "0",
+        **extra,
+    }
+
+
 def proc_cpu_seconds(pid: int) -> float:
     """utime + stime of a process (all threads), from /proc."""
     fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pathlib
 import shutil
 import statistics
@@ -25,7 +24,7 @@ import sys
 import tempfile
 from dataclasses import asdict, dataclass
 
-from bench.common import free_port, pin, plot_by_concurrency, proc_cpu_seconds, rss_mb, wait_http, wrk
+from bench.common import free_port, pin, plot_by_concurrency, proc_cpu_seconds, qp_env, rss_mb, wait_http, wrk
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out"
@@ -75,20 +74,6 @@ http {{
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(10)
-
-
-def qp_env(user_port: int, serving_port: int, cc: int) -> dict[str, str]:
-    return {
-        **os.environ,
-        "SERVING_NAMESPACE": "default", "SERVING_CONFIGURATION": "bench", "SERVING_REVISION": "bench-00001",
-        "SERVING_SERVICE": "bench", "SERVING_POD": "bench-pod", "SERVING_POD_IP": "127.0.0.1",
-        "QUEUE_SERVING_PORT": str(serving_port), "QUEUE_SERVING_TLS_PORT": str(free_port()),
-        "USER_PORT": str(user_port), "CONTAINER_CONCURRENCY": str(cc), "REVISION_TIMEOUT_SECONDS": "300",
-        "SERVING_LOGGING_CONFIG": "", "SERVING_LOGGING_LEVEL": "", "SERVING_READINESS_PROBE": "",
-        "OBSERVABILITY_CONFIG": '{"requestMetrics":{"protocol":"prometheus"}}',
-        "KDP_BIND_HOST": "127.0.0.1", "KDP_ADMIN_PORT": str(free_port()), "KDP_STAT_PORT": str(free_port()),
-        "METRICS_PROMETHEUS_PORT": str(free_port()), "KDP_DRAIN_QUIET_PERIOD": "0",
-    }
 
 
 def measure(targets: list[tuple[str, str, int | None]], concurrencies: list[int], duration: float,

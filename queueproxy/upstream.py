@@ -254,9 +254,7 @@ class UpstreamConnection(batching.Writer, asyncio.Protocol):
             self._close()
         if ex is not None:
             if self.chunked and len(self.headers) > self.n_head:  # trailers came after the body
-                pass_on = getattr(ex, "response_trailers", None)
-                if pass_on is not None:
-                    pass_on(self.headers[self.n_head:])
+                ex.response_trailers(self.headers[self.n_head:])
             ex.response_end()
 
     def _become_tunnel(self, rest: bytes) -> None:

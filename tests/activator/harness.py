@@ -2,9 +2,9 @@
 127.0.0.1.
 
 * :class:`ActivatorProcess` — ``python -m activator`` with upstream's env plus our ``KDP_*`` knobs;
-* :class:`FakeRuntime` — the local runtime's ``EndpointsFeed`` and the autoscaler's
-  ``DecisionFeed`` (one gRPC server), whose content the test drives with :meth:`FakeRuntime.publish`
-  and :meth:`FakeRuntime.decide`;
+* :class:`FakeRuntime` — the local runtime's ``EndpointsFeed`` and ``RouteFeed`` and the
+  autoscaler's ``DecisionFeed`` (the runtime's own feed server), whose content the test drives
+  with :meth:`FakeRuntime.publish`, :meth:`FakeRuntime.decide` and :meth:`FakeRuntime.set_routes`;
 * ``FakeStatIngest`` (from the queue-proxy harness) — our autoscaler's stat ingest, recording
   every batch the activator pushes;
 * :class:`Pod` — a real pod: ``python -m queueproxy`` in front of ``examples/hello/app.py``;
@@ -40,7 +40,8 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 import grpc  # noqa: E402
 import pytest_asyncio  # noqa: E402
 
-from proto import kdp_pb2, kdp_pb2_grpc, stat_pb2
+from kdp.feeds import FeedServer, Hub
+from proto import kdp_pb2, stat_pb2
 from tests.queueproxy.harness import (
     IO_TIMEOUT,
     BackendRequest,
@@ -273,86 +274,33 @@ def endpoints(rev: str, *, ns: str = NS, ready: Iterable[str] = (), not_ready: I
         idle_timeout_seconds=idle_timeout, protocol="http1", target=target, failure=failure, deleted=deleted)
 
 
-class _Feed:
-    """One kind of message keyed by revision: a snapshot (then ``bookmark``, if any) plus a
-    queue per watcher."""
-
-    def __init__(self, bookmark: Any = None) -> None:
-        self.bookmark = bookmark
-        self.state: dict[tuple[str, str], Any] = {}
-        self.queues: set[asyncio.Queue[Any]] = set()
-        self.opened = 0
-
-    def put(self, key: tuple[str, str], message: Any) -> None:
-        self.state[key] = message
-        for q in self.queues:
-            q.put_nowait(message)
-
-    async def watch(self) -> AsyncIterator[Any]:
-        q: asyncio.Queue[Any] = asyncio.Queue()
-        self.queues.add(q)
-        self.opened += 1
-        try:
-            for m in list(self.state.values()):
-                yield m
-            if self.bookmark is not None:
-                yield self.bookmark
-            while True:
-                yield await q.get()
-        finally:
-            self.queues.discard(q)
-
-
-class _EndpointsServicer(kdp_pb2_grpc.EndpointsFeedServicer):
-    def __init__(self, feed: _Feed) -> None:
-        self.feed = feed
-
-    async def Watch(self, request: kdp_pb2.WatchRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:  # noqa: N802
-        async for m in self.feed.watch():
-            yield m
-
-
-class _DecisionServicer(kdp_pb2_grpc.DecisionFeedServicer):
-    def __init__(self, feed: _Feed) -> None:
-        self.feed = feed
-
-    async def Watch(self, request: kdp_pb2.WatchRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:  # noqa: N802
-        async for m in self.feed.watch():
-            yield m
-
-
-class _RouteServicer(kdp_pb2_grpc.RouteFeedServicer):
-    def __init__(self, feed: _Feed) -> None:
-        self.feed = feed
-
-    async def Watch(self, request: kdp_pb2.WatchRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:  # noqa: N802
-        async for m in self.feed.watch():
-            yield m
-
-
 class FakeRuntime:
     """The local runtime's endpoints and route feeds and the autoscaler's decision feed, on
-    one gRPC server."""
+    one gRPC server: the runtime's own :class:`kdp.feeds.FeedServer`, with content the test
+    sets instead of a supervisor's."""
 
     def __init__(self) -> None:
-        self.endpoints = _Feed(bookmark=kdp_pb2.RevisionEndpoints(snapshot_end=True))
-        self.decisions = _Feed()
-        self.routes = _Feed()
-        self.set_routes({})  # the runtime always has a table, if only an empty one
+        self.state: dict[str, dict[tuple[str, str], Any]] = {"endpoints": {}, "decisions": {}}
+        self.table = kdp_pb2.RouteTable()  # the runtime always has a table, if only an empty one
+        self.endpoints: Hub[Any] = Hub(lambda: list(self.state["endpoints"].values()),
+                                       bookmark=lambda: kdp_pb2.RevisionEndpoints(snapshot_end=True))
+        self.decisions: Hub[Any] = Hub(lambda: list(self.state["decisions"].values()))
+        self.routes: Hub[Any] = Hub(lambda: [self.table])
         self.port = 0
-        self._server: grpc.aio.Server | None = None
+        self._server: FeedServer | None = None
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     async def start(self) -> FakeRuntime:
-        server = grpc.aio.server()
-        kdp_pb2_grpc.add_EndpointsFeedServicer_to_server(_EndpointsServicer(self.endpoints), server)
-        kdp_pb2_grpc.add_DecisionFeedServicer_to_server(_DecisionServicer(self.decisions), server)
-        kdp_pb2_grpc.add_RouteFeedServicer_to_server(_RouteServicer(self.routes), server)
-        self.port = server.add_insecure_port(f"127.0.0.1:{self.port}")
+        def no_scaling(namespace: str, revision: str, replicas: int) -> int:
+            raise KeyError(revision)
+
+        server = FeedServer(endpoints=self.endpoints, decisions=self.decisions, routes=self.routes,
+                            scale=no_scaling, port=self.port)
         await server.start()
+        self.port = server.port
         self._server = server
         return self
 
@@ -364,13 +312,15 @@ class FakeRuntime:
     def publish(self, rev: str, **kwargs: Any) -> kdp_pb2.RevisionEndpoints:
         """Publish (or replace) a revision's endpoints; see :func:`endpoints` for the fields."""
         m = endpoints(rev, **kwargs)
-        self.endpoints.put((m.namespace, m.revision), m)
+        self.state["endpoints"][(m.namespace, m.revision)] = m
+        self.endpoints.publish(m)
         return m
 
     def decide(self, rev: str, *, ns: str = NS, failure: str = "", desired: int = 0) -> None:
         m = kdp_pb2.Decision(namespace=ns, revision=rev, desired_pods=desired, failure=failure,
                              mode=kdp_pb2.MODE_PROXY)
-        self.decisions.put((ns, rev), m)
+        self.state["decisions"][(ns, rev)] = m
+        self.decisions.publish(m)
 
     def set_routes(self, routes: dict[tuple[str, str], Sequence[tuple[str, float]]]) -> None:
         """Replace the whole route table: ``{(namespace, service): [(revision, percent), ...]}``."""
@@ -378,10 +328,11 @@ class FakeRuntime:
             kdp_pb2.Route(namespace=ns, service=svc,
                           traffic=[kdp_pb2.TrafficTarget(revision=r, percent=p) for r, p in traffic])
             for (ns, svc), traffic in routes.items()])
-        self.routes.put(("", ""), m)
+        self.table = m
+        self.routes.publish(m)
 
     async def wait_watchers(self, n: int = 1, timeout: float = IO_TIMEOUT) -> None:
-        await eventually(lambda: all(len(f.queues) >= n for f in (self.endpoints, self.decisions, self.routes)),
+        await eventually(lambda: all(h.subscribers >= n for h in (self.endpoints, self.decisions, self.routes)),
                          timeout=timeout, what="the activator watching every feed")
 
 
