@@ -318,8 +318,9 @@ class ScaleDispatcher:
                 nxt = await self.step()
                 self._wake.clear()
                 timeout = None if nxt is None else max(0.0, nxt - self._now())
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
+                with contextlib.suppress(TimeoutError):  # not wait_for: on 3.11 it can swallow a cancel
+                    async with asyncio.timeout(timeout):
+                        await self._wake.wait()
         finally:
             for task in list(self._inflight):
                 task.cancel()

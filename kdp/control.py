@@ -100,8 +100,9 @@ class AutoscalerLink:
         backoff = 0.1
         while True:
             timeout = max(0.0, next_resync - loop.time())
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+            with contextlib.suppress(TimeoutError):  # not wait_for: on 3.11 it can swallow a cancel
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
             self._wake.clear()
             if loop.time() >= next_resync:
                 self.resync()

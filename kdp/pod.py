@@ -155,8 +155,9 @@ class Pod:
             await self._sleep(backoff.next_delay(started, self.clock()))
 
     async def _sleep(self, delay: float) -> None:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._stopped.wait(), delay)
+        with contextlib.suppress(TimeoutError):  # not wait_for: on 3.11 it can swallow a cancel
+            async with asyncio.timeout(delay):
+                await self._stopped.wait()
 
     # -- readiness -----------------------------------------------------------------------
 
@@ -168,8 +169,9 @@ class Pod:
         while self.active:
             if not self._running():
                 self._kick.clear()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._kick.wait(), 0.5)
+                with contextlib.suppress(TimeoutError):  # not wait_for: on 3.11 it can swallow a cancel
+                    async with asyncio.timeout(0.5):
+                        await self._kick.wait()
                 continue
             ready = self.phase == Phase.READY
             ok = await self.probe(self.address, _READY_PROBE_TIMEOUT if ready else _QP_PROBE_TIMEOUT)

@@ -159,8 +159,9 @@ class ServiceProcess:
             delay = backoff.next_delay(started, asyncio.get_running_loop().time())
             self.state = "restarting"
             logger.error("%s; restarting in %.1fs", self.last_exit, delay)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._stop_event.wait(), delay)
+            with contextlib.suppress(TimeoutError):  # not wait_for: on 3.11 it can swallow a cancel
+                async with asyncio.timeout(delay):
+                    await self._stop_event.wait()
         self.state = "stopped"
 
     async def _wait_up(self) -> bool:

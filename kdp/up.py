@@ -321,8 +321,9 @@ class Up:
                 if line != last:
                     print(time.strftime("%H:%M:%S ") + line, flush=True)
                     last = line
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.stop_requested.wait(), REFRESH)
+            with contextlib.suppress(TimeoutError):  # not wait_for: on 3.11 it can swallow a cancel
+                async with asyncio.timeout(REFRESH):
+                    await self.stop_requested.wait()
 
     async def _shutdown(self) -> None:
         if self._view_mode() != "none":

@@ -139,3 +139,27 @@ async def test_a_forgotten_revision_is_not_applied(replicas: int) -> None:
     await d.step()
     await d.settle()
     assert target.calls == []
+
+
+async def test_the_dispatcher_stops_on_cancel_even_when_woken_at_the_same_moment() -> None:
+    # asyncio.wait_for on 3.11 returns the inner result and drops a cancel that lands just as
+    # the wait completes: a run loop built on it would never stop (and stop() would hang).
+    import asyncio
+
+    class Target:
+        async def scale(self, namespace: str, revision: str, replicas: int) -> int:
+            return replicas
+
+    d = ScaleDispatcher(Target(), clock=lambda: 0.0)
+    task = asyncio.ensure_future(d.run())
+    for _ in range(3):
+        await asyncio.sleep(0)  # it waits for a wake-up now
+    d._wake.set()
+    for _ in range(2):
+        await asyncio.sleep(0)  # the wait has completed; the run loop has not resumed yet
+    task.cancel()
+    done, _ = await asyncio.wait([task], timeout=5)
+    if not done:  # the cancel was lost: stop the loop for good before failing
+        task.cancel()
+        await asyncio.wait([task], timeout=1)
+    assert done and task.cancelled()
