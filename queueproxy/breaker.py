@@ -31,10 +31,14 @@ class QueueFullError(Exception):
 
 
 class Ticket:
+    """A waiter's place. ``wake`` is dropped once the ticket is granted or cancelled: the
+    callable usually refers to the request that holds the ticket, and keeping it would make
+    every queued request a reference cycle that only the cyclic collector can free."""
+
     __slots__ = ("wake", "state")
 
     def __init__(self, wake: Callable[[], object]) -> None:
-        self.wake = wake
+        self.wake: Callable[[], object] | None = wake
         self.state = _WAITING
 
     @property
@@ -78,6 +82,7 @@ class Breaker:
     def cancel(self, ticket: Ticket) -> None:
         if ticket.state == _WAITING:
             ticket.state = _GONE
+            ticket.wake = None
             self.waiting -= 1
             queue = self._queue
             if len(queue) > 2 * self.waiting + 16:  # drop the dead entries, amortised O(1)
@@ -105,6 +110,8 @@ class Breaker:
             if ticket.state != _WAITING:
                 continue
             ticket.state = _GRANTED
+            wake, ticket.wake = ticket.wake, None
             self.waiting -= 1
             self.active += 1
-            ticket.wake()
+            assert wake is not None
+            wake()

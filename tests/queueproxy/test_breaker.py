@@ -65,6 +65,19 @@ def test_cancel_after_grant_gives_the_slot_back() -> None:
     assert woken == ["t1", "t2"] and b.active == 1
 
 
+def test_a_ticket_lets_go_of_its_wake_callable_once_granted_or_cancelled() -> None:
+    # The callable usually refers to the request holding the ticket: kept, every queued
+    # request would be a reference cycle left to the cyclic collector.
+    b = Breaker(queue_depth=5, capacity=1)
+    assert b.try_acquire()
+    granted = b.enqueue(lambda: None)
+    cancelled = b.enqueue(lambda: None)
+    b.cancel(cancelled)
+    assert cancelled.wake is None and granted.wake is not None
+    b.release()
+    assert granted.granted and granted.wake is None
+
+
 def test_capacity_growth_wakes_waiters_and_shrink_does_not_evict() -> None:
     b = Breaker(queue_depth=10, capacity=0)
     woken: list[int] = []

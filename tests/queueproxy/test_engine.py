@@ -3,6 +3,7 @@ fake clock: no sockets, no real time. Bytes go in as a client and an upstream wo
 the tests read what the engine wrote to each side."""
 from __future__ import annotations
 
+import gc
 import heapq
 import itertools
 from collections.abc import Callable
@@ -581,3 +582,63 @@ def test_a_pooled_connection_that_died_unseen_is_retried_once_on_a_fresh_one() -
     up2.data_received(OK)
     assert r.client.take().startswith(b"HTTP/1.1 200 OK")
 
+
+
+# ---- garbage ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cc", [0, 1])
+def test_requests_leave_nothing_for_the_cyclic_collector(cc: int) -> None:
+    """Each request's objects die by reference counting when it ends, whether it went straight
+    through, waited for a breaker slot, or gave up while waiting: under load the cyclic
+    collector would otherwise run for every few hundred requests (7 % of the CPU at
+    containerConcurrency 10 and 100 clients, before queued requests stopped forming cycles)."""
+    from queueproxy.drain import Drainer
+    from queueproxy.handler import QueueHandler
+    from queueproxy.stats import RequestStats
+
+    loop = FakeLoop()
+    pool = FakePool(loop)
+
+    async def ready() -> bool:
+        return True
+
+    handler = QueueHandler(loop=loop, pool=pool, stats=RequestStats(loop.time()),  # type: ignore[arg-type]
+                           drainer=Drainer(0.0, loop), readiness=ready,  # type: ignore[arg-type]
+                           container_concurrency=cc, timeout=300.0)
+    server = HttpServer(handler, loop=loop)  # type: ignore[arg-type]
+    clients = []
+    for _ in range(3):
+        conn, t = server.protocol(), FakeTransport()
+        conn.connection_made(t)  # type: ignore[arg-type]
+        clients.append((conn, t))
+
+    def answer_upstream() -> None:
+        while pool.pending:
+            pool.dial()
+        loop.advance(0)
+        for up, ut in pool.made:
+            if ut.take():
+                up.data_received(OK)
+        loop.advance(0)
+
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(20):
+            for conn, _t in clients:
+                conn.data_received(req("GET", "/x", ("X-Forwarded-For: 203.0.113.7",)))
+            for _ in range(len(clients)):
+                answer_upstream()
+        # one more round where a queued client goes away before its turn
+        for conn, _t in clients:
+            conn.data_received(req("GET", "/y"))
+        clients[-1][0].connection_lost(None)
+        for _ in range(len(clients)):
+            answer_upstream()
+        answered = sum(t.take().count(b"HTTP/1.1 200 OK") for _c, t in clients)
+        unreachable = gc.collect()
+    finally:
+        gc.enable()
+    assert answered == 20 * len(clients) + len(clients) - 1  # all but the one that left
+    assert unreachable == 0
