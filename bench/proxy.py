@@ -8,7 +8,11 @@ and under load. Load generator pinned to CPU 0, proxy and backend to CPU 1 (when
 machine has two). Every cell is the median of ``--repeat`` runs. Writes
 ``bench/out/proxy.{md,json,png}``.
 
-    python -m bench.proxy [--proxy upstream=/path/to/upstream-queue] [--duration 5] [--repeat 3]
+    python -m bench.proxy [--proxy upstream=/path/to/upstream-queue] [--bare] [--duration 5] [--repeat 3]
+
+``--bare`` adds ``bench/bare_proxy.py``, a featureless relay on the same engine (uvloop, raw
+protocols, httptools): the floor of a Python proxy, measured in the same run, which tells how fast
+the machine was that hour.
 
 Needs ``wrk`` and ``nginx`` (Debian: ``apt-get install wrk nginx-light``).
 """
@@ -129,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--proxy", action="append", default=[], metavar="NAME=COMMAND",
                     help="another queue-proxy command to measure with the same env (repeatable)")
+    ap.add_argument("--bare", action="store_true", help="also measure the featureless relay (bench/bare_proxy.py)")
     ap.add_argument("--concurrency", default="1,10,100")
     ap.add_argument("--duration", type=float, default=5.0)
     ap.add_argument("--repeat", type=int, default=3)
@@ -152,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             commands = [("kdp cc=0", [sys.executable, "-m", "queueproxy"], 0),
                         ("kdp cc=10", [sys.executable, "-m", "queueproxy"], 10)]
             commands += [(name, cmd.split(), 0) for name, cmd in extra]
+            if args.bare:
+                commands.append(("bare relay", [sys.executable, "-m", "bench.bare_proxy"], 0))
             for name, cmd, cc in commands:
                 port = free_port()
                 procs.append(start_proxy(cmd, qp_env(nginx.port, port, cc), port))
