@@ -10,7 +10,9 @@ steps happen in one ``handle`` call on the engine's ``Exchange``:
    or 503). Network probes (``K-Network-Probe: probe``) echo ``K-Network-Hash``;
 2. every other request restarts the drain quiet period, counts in the stats on arrival
    (before the breaker, so queued requests count as concurrency), gets the revision
-   timeouts, and waits for a breaker slot (503 when the queue of 10 x CC is full);
+   timeouts, and waits for a breaker slot (503 when the queue of 10 x CC is full); a
+   response to a request that waited says how long in ``Server-Timing: queue-proxy-wait``
+   (not upstream's: users ask to tell queue time from app time);
 3. it goes upstream with ``K-Original-Host`` restored as Host, ``Knative-Serving-*``
    removed, X-Forwarded-For appended and a ``Forwarded`` header built from the
    ``X-Forwarded-*`` ones when none is present.
@@ -136,6 +138,8 @@ class QueueHandler:
 
     def _granted(self, ex: Exchange) -> None:
         if ex.state == 0:
+            waited = self.loop.time() - ex.started_at
+            ex.response_headers = [b"Server-Timing: queue-proxy-wait;dur=%.3f\r\n" % (waited * 1000)]
             ex.forward(self.pool)
 
     def _finished(self, ex: Exchange) -> None:

@@ -21,6 +21,7 @@ from tests.queueproxy.harness import (  # noqa: F401 (fixtures)
     fetch,
     fetch_prometheus,
     fetch_stat,
+    kdp_only,
     qps,
 )
 
@@ -78,11 +79,35 @@ async def test_with_concurrency_one_a_second_request_waits_for_the_first(
     await asyncio.sleep(0.3)
     assert [r.target for r in app.requests] == ["/first"], "the second request got past the breaker"
     gate.set()
-    bodies = [(await c.response()).body for c in clients]
-    assert bodies == [b"/first", b"/second"]
+    responses = [await c.response() for c in clients]
+    assert [r.body for r in responses] == [b"/first", b"/second"]
     assert done_before["/second"] == ["/first"]
     for c in clients:
         await c.close()
+
+
+@kdp_only("a response tells how long its request waited for a slot (Server-Timing)")
+async def test_a_response_says_how_long_its_request_waited_in_the_queue(
+        app: FakeBackend, qps: QueueProxies) -> None:
+    qp = await qps.fresh(app.port, CONTAINER_CONCURRENCY="1")
+    gate = asyncio.Event()
+    app.script = gated(gate)
+    clients = await open_requests(qp, ["/first"])
+    await app.wait_requests(1)
+    clients += await open_requests(qp, ["/second"])
+    try:
+        await wait_concurrency(qp, 2)
+        await asyncio.sleep(0.2)  # the second waits at least this long for the slot
+        gate.set()
+        first, second = [await c.response() for c in clients]
+        assert first.header("Server-Timing") is None  # straight through: nothing added
+        timing = second.header("Server-Timing")
+        assert timing is not None and timing.startswith("queue-proxy-wait;dur=")
+        assert 200 <= float(timing.split("dur=")[1]) < 10_000
+    finally:
+        gate.set()
+        for c in clients:
+            await c.close()
 
 
 @pytest.mark.parametrize("cc", [1, 3])
