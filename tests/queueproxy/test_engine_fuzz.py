@@ -7,11 +7,19 @@ as it arrives upstream with a random response (any status, Content-Length, chunk
 trailers, ended by closing the connection, no body for 204/304/HEAD, 103 Early Hints first
 sometimes), also cut into random pieces. Checked: every request reaches the user container whole
 (method and body), and the client gets one well-framed response per request, in order, with the
-status and body the user container sent. Seeds are fixed, so a failure names its case.
+status and body the user container sent.
+
+A second test mixes in failure: refused dials, user containers that reset, die mid-response,
+answer garbage or never answer (revision timeouts fire), clients that leave at any point, on up to
+three connections sharing containerConcurrency 1 or 2. Checked: nothing is logged as an error, and
+once everyone has gone no breaker slot, queue place, counted request or connection is left behind.
+Seeds are fixed, so a failure names its case.
 """
 from __future__ import annotations
 
+import logging
 import random
+import re
 from typing import Any
 
 import httptools
@@ -212,3 +220,92 @@ def test_random_request_and_response_mixes_arrive_whole_and_in_order(cc: int) ->
         except Exception as e:  # noqa: BLE001 - any failure is reported with its seed
             failures.append(f"seed {seed}: {e!r}")
     assert not failures, f"{len(failures)} of {CASES} cases failed; first: {failures[0]}"
+
+
+def run_failure_case(seed: int, statuses: dict[int, int]) -> None:
+    rng = random.Random(seed)
+    loop = FakeLoop()
+    pool = FakePool(loop)
+
+    async def ready() -> bool:
+        return True
+
+    stats = RequestStats(loop.time())
+    handler = QueueHandler(loop=loop, pool=pool, stats=stats, drainer=Drainer(0.0, loop),  # type: ignore[arg-type]
+                           readiness=ready, container_concurrency=rng.choice([1, 2]),
+                           timeout=rng.choice([300.0, 5.0]), response_start_timeout=rng.choice([0.0, 2.0]),
+                           idle_timeout=rng.choice([0.0, 1.0]))
+    server = HttpServer(handler, loop=loop)  # type: ignore[arg-type]
+    clients = []  # [connection, transport, pieces still to send]
+    for _ in range(rng.randint(1, 3)):
+        conn, t = server.protocol(), FakeTransport()
+        conn.connection_made(t)  # type: ignore[arg-type]
+        wire = b"".join(w for _, _, w in (a_request(rng, i) for i in range(rng.randint(1, 3))))
+        clients.append((conn, t, pieces(rng, wire)))
+
+    lost: set[int] = set()
+
+    def leave(conn: Any, t: FakeTransport) -> None:
+        """The peer goes away (or, for a transport the engine closed, the loop reports it)."""
+        t.closed = True
+        if id(conn) not in lost:
+            lost.add(id(conn))
+            conn.connection_lost(None)
+
+    for _ in range(200):
+        live = [c for c in clients if not c[1].closed]
+        if live and rng.random() < 0.6:
+            conn, t, todo = rng.choice(live)
+            if todo and rng.random() < 0.95:
+                conn.data_received(todo.pop(0))
+            elif rng.random() < 0.3:
+                leave(conn, t)
+        if pool.pending and rng.random() < 0.7:
+            pool.refuse() if rng.random() < 0.1 else pool.dial()
+        for up, ut in list(pool.made):
+            if ut.closed or not ut.take():
+                continue
+            what = rng.random()
+            if what < 0.6:  # an answer, possibly cut short by the app dying
+                _, _, wire, closes = a_response(rng, "GET")
+                parts = pieces(rng, wire)
+                dies = rng.random() < 0.15 and len(parts) > 1
+                for part in parts[:rng.randint(1, len(parts) - 1)] if dies else parts:
+                    up.data_received(part)
+                if (dies or closes) and not ut.closed:
+                    leave(up, ut)
+            elif what < 0.7:
+                up.data_received(b"garbage\r\n\r\n")
+            elif what < 0.8:
+                ut.closed = True
+                lost.add(id(up))
+                up.connection_lost(ConnectionResetError("connection reset by peer"))
+            # else: no answer at all; the revision timeouts deal with it
+        loop.advance(rng.choice([0.0, 0.0, 0.0, 0.5, 3.0]))
+    for conn, t, _ in clients:
+        for status in re.findall(rb"HTTP/1.1 (\d{3})", bytes(t.out)):
+            statuses[int(status)] = statuses.get(int(status), 0) + 1
+        leave(conn, t)
+    for up, ut in pool.made:
+        leave(up, ut)
+    loop.advance(1000.0)
+    breaker = handler.breaker
+    assert breaker is not None
+    assert (breaker.active, breaker.waiting) == (0, 0), "a breaker slot or queue place leaked"
+    assert stats.concurrency == 0, "a request is still counted as in flight"
+    assert not server.connections, "a client connection is still tracked"
+
+
+def test_failures_anywhere_leave_no_slot_request_or_connection_behind(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.ERROR)
+    failures: list[str] = []
+    statuses: dict[int, int] = {}
+    for seed in range(CASES):
+        try:
+            run_failure_case(seed, statuses)
+        except Exception as e:  # noqa: BLE001 - any failure is reported with its seed
+            failures.append(f"seed {seed}: {e!r}")
+    assert not failures, f"{len(failures)} of {CASES} cases failed; first: {failures[0]}"
+    assert not caplog.records, f"logged: {caplog.records[0].getMessage()}"
+    # the mix did reach every outcome: answers, 502 from failed upstreams, 504 from timeouts
+    assert statuses.get(200, 0) > 50 and statuses.get(502, 0) > 50 and statuses.get(504, 0) > 50, statuses
