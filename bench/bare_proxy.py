@@ -58,6 +58,9 @@ class Client(asyncio.Protocol):
             self.close()
             return
         self.up = up
+        if self.transport is None:  # the client left while we dialled
+            self.close()
+            return
         if self.held and up.transport is not None:
             up.transport.write(b"".join(self.held))
         self.held.clear()
