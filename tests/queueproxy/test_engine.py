@@ -11,8 +11,11 @@ from typing import Any
 
 import pytest
 
+from queueproxy.drain import Drainer
+from queueproxy.handler import QueueHandler
 from queueproxy.http1 import H_CONNECTION, H_PROBE, H_UA, H_XFF, H_XFF_FIRST, Exchange, HttpServer, Limits
 from queueproxy import upstream as upstream_module
+from queueproxy.stats import RequestStats
 from queueproxy.upstream import UpstreamConnection, UpstreamPool
 
 # ---- fakes ------------------------------------------------------------------------------------
@@ -583,7 +586,6 @@ def test_a_pooled_connection_that_died_unseen_is_retried_once_on_a_fresh_one() -
     assert r.client.take().startswith(b"HTTP/1.1 200 OK")
 
 
-
 # ---- garbage ------------------------------------------------------------------------------------
 
 
@@ -593,10 +595,6 @@ def test_requests_leave_nothing_for_the_cyclic_collector(cc: int) -> None:
     through, waited for a breaker slot, or gave up while waiting: under load the cyclic
     collector would otherwise run for every few hundred requests (7 % of the CPU at
     containerConcurrency 10 and 100 clients, before queued requests stopped forming cycles)."""
-    from queueproxy.drain import Drainer
-    from queueproxy.handler import QueueHandler
-    from queueproxy.stats import RequestStats
-
     loop = FakeLoop()
     pool = FakePool(loop)
 
