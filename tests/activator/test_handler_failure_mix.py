@@ -18,8 +18,6 @@ from __future__ import annotations
 import gc
 import logging
 import random
-import re
-from typing import Any
 
 import pytest
 
@@ -29,11 +27,14 @@ from activator.reporter import StatReporter, StatSink
 from activator.revisions import RevisionInfo, RevisionResolver
 from activator.throttler import PacingParams, Throttler, ThrottlerParams
 from queueproxy.http1 import HttpServer
-from tests.queueproxy.test_engine import FakeLoop, FakePool, FakeTransport
-from tests.queueproxy.test_engine_fuzz import a_response, pieces
+from tests.queueproxy.test_engine import OK, FakeLoop, FakePool, answer_upstreams, connect
+from tests.queueproxy.test_engine_fuzz import (
+    Departures, answer_or_die, client_step, count_statuses, for_every_seed, pieces,
+)
 
-CASES = 600
 PODS = ["10.0.0.1:8012", "10.0.0.2:8012", "10.0.0.3:8012"]
+REQUEST = (b"GET / HTTP/1.1\r\nHost: app.example\r\nKnative-Serving-Namespace: default\r\n"
+           b"Knative-Serving-Revision: rev\r\n\r\n")
 
 
 class QuietSink(StatSink):
@@ -43,47 +44,35 @@ class QuietSink(StatSink):
         raise NotImplementedError
 
 
-def run_case(seed: int, statuses: dict[int, int]) -> None:
-    rng = random.Random(seed)
-    loop = FakeLoop()
-    throttler = Throttler(ThrottlerParams(pacing=PacingParams(warmup=rng.choice([0.0, 0.0, 5.0]))),
-                          rng=random.Random(seed))
+def an_activator(loop: FakeLoop, info: RevisionInfo, pods: list[str], throttler: Throttler
+                 ) -> tuple[ActivatorHandler, RequestBuffer, StatReporter, dict[str, FakePool]]:
+    """The activator's request path for one revision over the fakes: a fake pool per pod in ``PODS``."""
     buffer = RequestBuffer(throttler, clock=loop)  # type: ignore[arg-type]
-    info = RevisionInfo("default", "rev", container_concurrency=rng.choice([0, 1, 2]),
-                        timeout=rng.choice([300.0, 5.0]), response_start_timeout=rng.choice([0.0, 2.0]))
     buffer.upsert_revision(info)
-    ready = rng.sample(PODS, rng.randint(0, 2))
-    buffer.set_pods(info.key, ready)
+    buffer.set_pods(info.key, pods)
     reporter = StatReporter(QuietSink(pod_name="activator", clock=loop), clock=loop)  # type: ignore[arg-type]
     handler = ActivatorHandler(loop=loop, buffer=buffer, resolver=RevisionResolver(),  # type: ignore[arg-type]
                                reporter=reporter)
     pools = {dest: FakePool(loop) for dest in PODS}
     handler.pools.update(pools)
+    return handler, buffer, reporter, pools
+
+
+def run_case(seed: int, statuses: dict[int, int]) -> None:
+    rng = random.Random(seed)
+    loop = FakeLoop()
+    throttler = Throttler(ThrottlerParams(pacing=PacingParams(warmup=rng.choice([0.0, 0.0, 5.0]))),
+                          rng=random.Random(seed))
+    info = RevisionInfo("default", "rev", container_concurrency=rng.choice([0, 1, 2]),
+                        timeout=rng.choice([300.0, 5.0]), response_start_timeout=rng.choice([0.0, 2.0]))
+    ready = rng.sample(PODS, rng.randint(0, 2))
+    handler, buffer, reporter, pools = an_activator(loop, info, ready, throttler)
     server = HttpServer(handler, loop=loop)  # type: ignore[arg-type]
-    lost: set[int] = set()
-
-    def leave(conn: Any, t: FakeTransport) -> None:
-        """The peer goes away (or, for a transport the engine closed, the loop reports it)."""
-        t.closed = True
-        if id(conn) not in lost:
-            lost.add(id(conn))
-            conn.connection_lost(None)
-
-    clients = []
-    for _ in range(rng.randint(1, 4)):
-        conn, t = server.protocol(), FakeTransport()
-        conn.connection_made(t)  # type: ignore[arg-type]
-        wire = b"".join(b"GET /r%d HTTP/1.1\r\nHost: app.example\r\nKnative-Serving-Namespace: default\r\n"
-                        b"Knative-Serving-Revision: rev\r\n\r\n" % i for i in range(rng.randint(1, 3)))
-        clients.append((conn, t, pieces(rng, wire)))
+    departures = Departures()
+    clients = [(conn, t, pieces(rng, REQUEST * rng.randint(1, 3)))
+               for conn, t in connect(server, rng.randint(1, 4))]
     for _ in range(200):
-        live = [c for c in clients if not c[1].closed]
-        if live and rng.random() < 0.6:
-            conn, t, todo = rng.choice(live)
-            if todo and rng.random() < 0.95:
-                conn.data_received(todo.pop(0))
-            elif rng.random() < 0.3:
-                leave(conn, t)
+        client_step(rng, clients, departures)
         if rng.random() < 0.05:  # the autoscaler scales: pods come and go
             ready = rng.sample(PODS, rng.randint(0, 3))
             buffer.set_pods(info.key, ready)
@@ -95,27 +84,18 @@ def run_case(seed: int, statuses: dict[int, int]) -> None:
                     continue
                 what = rng.random()
                 if what < 0.7:
-                    _, _, wire, closes = a_response(rng, "GET")
-                    parts = pieces(rng, wire)
-                    dies = rng.random() < 0.1 and len(parts) > 1
-                    for part in parts[:rng.randint(1, len(parts) - 1)] if dies else parts:
-                        up.data_received(part)
-                    if (dies or closes) and not ut.closed:
-                        leave(up, ut)
+                    answer_or_die(rng, up, ut, departures, 0.1)
                 elif what < 0.8:
-                    ut.closed = True
-                    lost.add(id(up))
-                    up.connection_lost(ConnectionResetError("connection reset by peer"))
+                    departures.leave(up, ut, ConnectionResetError("connection reset by peer"))
                 # else: the pod never answers; the revision timeouts deal with it
         loop.advance(rng.choice([0.0, 0.0, 0.0, 0.5, 3.0]))
     buffer.set_pods(info.key, [])  # scaled to zero: nothing may be left waiting for a pod
     for conn, t, _ in clients:
-        for status in re.findall(rb"HTTP/1.1 (\d{3})", bytes(t.out)):
-            statuses[int(status)] = statuses.get(int(status), 0) + 1
-        leave(conn, t)
+        count_statuses(bytes(t.out), statuses)
+        departures.leave(conn, t)
     for pool in pools.values():
         for up, ut in pool.made:
-            leave(up, ut)
+            departures.leave(up, ut)
     loop.advance(1000.0)
     rt = throttler.get(info.key)
     assert rt is not None
@@ -128,14 +108,8 @@ def run_case(seed: int, statuses: dict[int, int]) -> None:
 def test_trouble_anywhere_leaves_the_throttler_and_the_reporter_holding_nothing(
         caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.ERROR)
-    failures: list[str] = []
     statuses: dict[int, int] = {}
-    for seed in range(CASES):
-        try:
-            run_case(seed, statuses)
-        except Exception as e:  # noqa: BLE001 - any failure is reported with its seed
-            failures.append(f"seed {seed}: {e!r}")
-    assert not failures, f"{len(failures)} of {CASES} cases failed; first: {failures[0]}"
+    for_every_seed(run_case, statuses)
     assert not caplog.records, f"logged: {caplog.records[0].getMessage()}"
     # the mix reached every outcome: answers, 502 from failed pods, 504 from timeouts
     assert statuses.get(200, 0) > 50 and statuses.get(502, 0) > 50 and statuses.get(504, 0) > 50, statuses
@@ -147,35 +121,18 @@ def test_requests_through_the_throttler_leave_nothing_for_the_cyclic_collector(c
     for one, or left while waiting (with containerConcurrency 1, before the breaker dropped a
     granted ticket's callable, every queued request was 14 objects of cyclic garbage)."""
     loop = FakeLoop()
-    throttler = Throttler(ThrottlerParams(pacing=PacingParams(warmup=0.0)))
-    buffer = RequestBuffer(throttler, clock=loop)  # type: ignore[arg-type]
     info = RevisionInfo("default", "rev", container_concurrency=cc)
-    buffer.upsert_revision(info)
-    buffer.set_pods(info.key, PODS[:1])
-    reporter = StatReporter(QuietSink(pod_name="activator", clock=loop), clock=loop)  # type: ignore[arg-type]
-    handler = ActivatorHandler(loop=loop, buffer=buffer, resolver=RevisionResolver(),  # type: ignore[arg-type]
-                               reporter=reporter)
-    pool = handler.pools[PODS[0]] = FakePool(loop)
+    throttler = Throttler(ThrottlerParams(pacing=PacingParams(warmup=0.0)))
+    handler, _, _, pools = an_activator(loop, info, PODS[:1], throttler)
+    pool = pools[PODS[0]]
     server = HttpServer(handler, loop=loop)  # type: ignore[arg-type]
-    request = (b"GET / HTTP/1.1\r\nHost: app.example\r\nKnative-Serving-Namespace: default\r\n"
-               b"Knative-Serving-Revision: rev\r\n\r\n")
-    clients = []
-    for _ in range(3):
-        conn, t = server.protocol(), FakeTransport()
-        conn.connection_made(t)  # type: ignore[arg-type]
-        clients.append((conn, t))
+    clients = connect(server, 3)
 
     def round_trip() -> None:
         for conn, _ in clients:
-            conn.data_received(request)
+            conn.data_received(REQUEST)
         for _ in range(len(clients) + 1):
-            while pool.pending:
-                pool.dial()
-            loop.advance(0)
-            for up, ut in pool.made:
-                if ut.take():
-                    up.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-            loop.advance(0)
+            answer_upstreams(loop, pool, OK)
 
     round_trip()
     gc.collect()
@@ -184,11 +141,9 @@ def test_requests_through_the_throttler_leave_nothing_for_the_cyclic_collector(c
         for i in range(20):
             round_trip()
             if i % 5 == 0:  # one more client, which leaves while its request waits (or is in flight)
-                conn, t = server.protocol(), FakeTransport()
-                conn.connection_made(t)  # type: ignore[arg-type]
-                conn.data_received(request)
-                t.closed = True
-                conn.connection_lost(None)
+                ((conn, t),) = connect(server, 1)
+                conn.data_received(REQUEST)
+                Departures().leave(conn, t)
                 loop.advance(0)
         answered = sum(bytes(t.out).count(b"HTTP/1.1 200 OK") for _, t in clients)
         unreachable = gc.collect()

@@ -170,6 +170,38 @@ def req(method: str = "GET", target: str = "/", headers: tuple[str, ...] = (), b
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 
+def queue_handler(loop: FakeLoop, pool: FakePool, cc: int = 0, timeout: float = 300.0,
+                  **timeouts: float) -> QueueHandler:
+    """The queue-proxy's own app over the fakes (always ready; its stats at ``.stats``)."""
+    async def ready() -> bool:
+        return True
+
+    return QueueHandler(loop=loop, pool=pool, stats=RequestStats(loop.time()),  # type: ignore[arg-type]
+                        drainer=Drainer(0.0, loop), readiness=ready,  # type: ignore[arg-type]
+                        container_concurrency=cc, timeout=timeout, **timeouts)
+
+
+def connect(server: HttpServer, n: int) -> list[tuple[Any, FakeTransport]]:
+    """``n`` client connections to ``server``, each with its fake transport."""
+    clients = []
+    for _ in range(n):
+        conn, t = server.protocol(), FakeTransport()
+        conn.connection_made(t)  # type: ignore[arg-type]
+        clients.append((conn, t))
+    return clients
+
+
+def answer_upstreams(loop: FakeLoop, pool: FakePool, response: bytes = OK) -> None:
+    """Complete the pending dials and answer every request that reached an open upstream."""
+    while pool.pending:
+        pool.dial()
+    loop.advance(0)
+    for up, ut in pool.made:
+        if not ut.closed and ut.take():
+            up.data_received(response)
+    loop.advance(0)
+
+
 def head_lines(raw: bytes) -> list[str]:
     return raw.split(b"\r\n\r\n", 1)[0].decode().split("\r\n")
 
@@ -597,28 +629,8 @@ def test_requests_leave_nothing_for_the_cyclic_collector(cc: int) -> None:
     containerConcurrency 10 and 100 clients, before queued requests stopped forming cycles)."""
     loop = FakeLoop()
     pool = FakePool(loop)
-
-    async def ready() -> bool:
-        return True
-
-    handler = QueueHandler(loop=loop, pool=pool, stats=RequestStats(loop.time()),  # type: ignore[arg-type]
-                           drainer=Drainer(0.0, loop), readiness=ready,  # type: ignore[arg-type]
-                           container_concurrency=cc, timeout=300.0)
-    server = HttpServer(handler, loop=loop)  # type: ignore[arg-type]
-    clients = []
-    for _ in range(3):
-        conn, t = server.protocol(), FakeTransport()
-        conn.connection_made(t)  # type: ignore[arg-type]
-        clients.append((conn, t))
-
-    def answer_upstream() -> None:
-        while pool.pending:
-            pool.dial()
-        loop.advance(0)
-        for up, ut in pool.made:
-            if ut.take():
-                up.data_received(OK)
-        loop.advance(0)
+    server = HttpServer(queue_handler(loop, pool, cc), loop=loop)  # type: ignore[arg-type]
+    clients = connect(server, 3)
 
     gc.collect()
     gc.disable()
@@ -627,13 +639,13 @@ def test_requests_leave_nothing_for_the_cyclic_collector(cc: int) -> None:
             for conn, _t in clients:
                 conn.data_received(req("GET", "/x", ("X-Forwarded-For: 203.0.113.7",)))
             for _ in range(len(clients)):
-                answer_upstream()
+                answer_upstreams(loop, pool)
         # one more round where a queued client goes away before its turn
         for conn, _t in clients:
             conn.data_received(req("GET", "/y"))
         clients[-1][0].connection_lost(None)
         for _ in range(len(clients)):
-            answer_upstream()
+            answer_upstreams(loop, pool)
         answered = sum(t.take().count(b"HTTP/1.1 200 OK") for _c, t in clients)
         unreachable = gc.collect()
     finally:

@@ -24,16 +24,15 @@ from __future__ import annotations
 import logging
 import random
 import re
+from collections.abc import Callable
 from typing import Any
 
 import httptools
 import pytest
 
-from queueproxy.drain import Drainer
 from queueproxy.handler import QueueHandler
 from queueproxy.http1 import HttpServer
-from queueproxy.stats import RequestStats
-from tests.queueproxy.test_engine import FakeLoop, FakePool, FakeTransport
+from tests.queueproxy.test_engine import FakeLoop, FakePool, FakeTransport, answer_upstreams, connect, queue_handler
 
 CASES = 600
 
@@ -136,6 +135,17 @@ def a_response(rng: random.Random, method: str) -> tuple[int, bytes, bytes, bool
     return status, body, early + ("\r\n".join(lines) + "\r\n\r\n").encode() + wire, closes
 
 
+def next_response(data: bytes) -> tuple[dict[str, Any], bytes]:
+    """The first whole response in ``data`` and what follows it (fed byte by byte to find its end)."""
+    m = Messages(response=True)
+    used = 0
+    while not m.done:
+        assert used < len(data), f"an incomplete response: {data[:200]!r}"
+        m.parser.feed_data(data[used:used + 1])
+        used += 1
+    return m.done[0], data[used:]
+
+
 def client_responses(data: bytes, methods: list[str]) -> list[tuple[int, bytes]]:
     """Split what the client got into (status, body), one per request; 1xx heads skipped."""
     got = []
@@ -149,32 +159,77 @@ def client_responses(data: bytes, methods: list[str]) -> list[tuple[int, bytes]]
             got.append((int(data.split(b" ", 2)[1]), b""))
             data = data[end:]
             continue
-        m = Messages(response=True)
-        used = 0
-        while not m.done:  # byte by byte, to find where this response ends
-            assert used < len(data), f"an incomplete response: {data[:200]!r}"
-            m.parser.feed_data(data[used:used + 1])
-            used += 1
-        got.append((m.done[0]["status"], m.done[0]["body"]))
-        data = data[used:]
+        msg, data = next_response(data)
+        got.append((msg["status"], msg["body"]))
     assert data == b"", f"bytes after the last response: {data[:200]!r}"
     return got
+
+
+def count_statuses(out: bytes, statuses: dict[int, int]) -> None:
+    for status in re.findall(rb"HTTP/1.1 (\d{3})", out):
+        statuses[int(status)] = statuses.get(int(status), 0) + 1
+
+
+def for_every_seed(case: Callable[..., object], *args: object) -> None:
+    """Run ``case(seed, *args)`` for each seed; any failure is reported with its seed."""
+    failures = []
+    for seed in range(CASES):
+        try:
+            case(seed, *args)
+        except Exception as e:  # noqa: BLE001 - any failure is reported with its seed
+            failures.append(f"seed {seed}: {e!r}")
+    assert not failures, f"{len(failures)} of {CASES} cases failed; first: {failures[0]}"
+
+
+class Departures:
+    """Ends connections once each, as the loop would: the peer goes away, or the engine closed
+    the transport and the loop reports it."""
+
+    def __init__(self) -> None:
+        self.gone: set[int] = set()
+
+    def leave(self, conn: Any, t: FakeTransport, exc: Exception | None = None) -> None:
+        t.closed = True
+        if id(conn) not in self.gone:
+            self.gone.add(id(conn))
+            conn.connection_lost(exc)
+
+
+def client_step(rng: random.Random, clients: list[tuple[Any, FakeTransport, list[bytes]]],
+                departures: Departures) -> None:
+    """Maybe a random live client sends its next piece, or (now and then) goes away."""
+    live = [c for c in clients if not c[1].closed]
+    if live and rng.random() < 0.6:
+        conn, t, todo = rng.choice(live)
+        if todo and rng.random() < 0.95:
+            conn.data_received(todo.pop(0))
+        elif rng.random() < 0.3:
+            departures.leave(conn, t)
+
+
+def answer_or_die(rng: random.Random, up: Any, ut: FakeTransport, departures: Departures, dies: float) -> None:
+    """A random response in random pieces; with probability ``dies`` the app dies partway."""
+    _, _, wire, closes = a_response(rng, "GET")
+    parts = pieces(rng, wire)
+    cut = rng.random() < dies and len(parts) > 1
+    for part in parts[:rng.randint(1, len(parts) - 1)] if cut else parts:
+        up.data_received(part)
+    if (cut or closes) and not ut.closed:
+        departures.leave(up, ut)
+
+
+def assert_holds_nothing(handler: QueueHandler) -> None:
+    breaker = handler.breaker
+    assert breaker is not None
+    assert (breaker.active, breaker.waiting) == (0, 0), "a breaker slot or queue place leaked"
+    assert handler.stats.concurrency == 0, "a request is still counted as in flight"
 
 
 def run_case(seed: int, cc: int) -> None:
     rng = random.Random(seed)
     loop = FakeLoop()
     pool = FakePool(loop)
-
-    async def ready() -> bool:
-        return True
-
-    handler = QueueHandler(loop=loop, pool=pool, stats=RequestStats(loop.time()),  # type: ignore[arg-type]
-                           drainer=Drainer(0.0, loop), readiness=ready,  # type: ignore[arg-type]
-                           container_concurrency=cc, timeout=300.0)
-    conn = HttpServer(handler, loop=loop).protocol()  # type: ignore[arg-type]
-    client = FakeTransport()
-    conn.connection_made(client)  # type: ignore[arg-type]
+    ((conn, client),) = connect(HttpServer(queue_handler(loop, pool, cc), loop=loop), 1)  # type: ignore[arg-type]
     requests = [a_request(rng, i) for i in range(rng.randint(1, 5))]
     expected: list[tuple[int, bytes]] = []
     seen: dict[int, Messages] = {}
@@ -217,53 +272,23 @@ def run_case(seed: int, cc: int) -> None:
 
 @pytest.mark.parametrize("cc", [0, 1])
 def test_random_request_and_response_mixes_arrive_whole_and_in_order(cc: int) -> None:
-    failures = []
-    for seed in range(CASES):
-        try:
-            run_case(seed, cc)
-        except Exception as e:  # noqa: BLE001 - any failure is reported with its seed
-            failures.append(f"seed {seed}: {e!r}")
-    assert not failures, f"{len(failures)} of {CASES} cases failed; first: {failures[0]}"
+    for_every_seed(run_case, cc)
 
 
 def run_failure_case(seed: int, statuses: dict[int, int]) -> None:
     rng = random.Random(seed)
     loop = FakeLoop()
     pool = FakePool(loop)
-
-    async def ready() -> bool:
-        return True
-
-    stats = RequestStats(loop.time())
-    handler = QueueHandler(loop=loop, pool=pool, stats=stats, drainer=Drainer(0.0, loop),  # type: ignore[arg-type]
-                           readiness=ready, container_concurrency=rng.choice([1, 2]),
-                           timeout=rng.choice([300.0, 5.0]), response_start_timeout=rng.choice([0.0, 2.0]),
-                           idle_timeout=rng.choice([0.0, 1.0]))
+    handler = queue_handler(loop, pool, rng.choice([1, 2]), timeout=rng.choice([300.0, 5.0]),
+                            response_start_timeout=rng.choice([0.0, 2.0]), idle_timeout=rng.choice([0.0, 1.0]))
     server = HttpServer(handler, loop=loop)  # type: ignore[arg-type]
     clients = []  # [connection, transport, pieces still to send]
-    for _ in range(rng.randint(1, 3)):
-        conn, t = server.protocol(), FakeTransport()
-        conn.connection_made(t)  # type: ignore[arg-type]
+    for conn, t in connect(server, rng.randint(1, 3)):
         wire = b"".join(w for _, _, w in (a_request(rng, i) for i in range(rng.randint(1, 3))))
         clients.append((conn, t, pieces(rng, wire)))
-
-    lost: set[int] = set()
-
-    def leave(conn: Any, t: FakeTransport) -> None:
-        """The peer goes away (or, for a transport the engine closed, the loop reports it)."""
-        t.closed = True
-        if id(conn) not in lost:
-            lost.add(id(conn))
-            conn.connection_lost(None)
-
+    departures = Departures()
     for _ in range(200):
-        live = [c for c in clients if not c[1].closed]
-        if live and rng.random() < 0.6:
-            conn, t, todo = rng.choice(live)
-            if todo and rng.random() < 0.95:
-                conn.data_received(todo.pop(0))
-            elif rng.random() < 0.3:
-                leave(conn, t)
+        client_step(rng, clients, departures)
         if pool.pending and rng.random() < 0.7:
             pool.refuse() if rng.random() < 0.1 else pool.dial()
         for up, ut in list(pool.made):
@@ -271,45 +296,27 @@ def run_failure_case(seed: int, statuses: dict[int, int]) -> None:
                 continue
             what = rng.random()
             if what < 0.6:  # an answer, possibly cut short by the app dying
-                _, _, wire, closes = a_response(rng, "GET")
-                parts = pieces(rng, wire)
-                dies = rng.random() < 0.15 and len(parts) > 1
-                for part in parts[:rng.randint(1, len(parts) - 1)] if dies else parts:
-                    up.data_received(part)
-                if (dies or closes) and not ut.closed:
-                    leave(up, ut)
+                answer_or_die(rng, up, ut, departures, 0.15)
             elif what < 0.7:
                 up.data_received(b"garbage\r\n\r\n")
             elif what < 0.8:
-                ut.closed = True
-                lost.add(id(up))
-                up.connection_lost(ConnectionResetError("connection reset by peer"))
+                departures.leave(up, ut, ConnectionResetError("connection reset by peer"))
             # else: no answer at all; the revision timeouts deal with it
         loop.advance(rng.choice([0.0, 0.0, 0.0, 0.5, 3.0]))
     for conn, t, _ in clients:
-        for status in re.findall(rb"HTTP/1.1 (\d{3})", bytes(t.out)):
-            statuses[int(status)] = statuses.get(int(status), 0) + 1
-        leave(conn, t)
+        count_statuses(bytes(t.out), statuses)
+        departures.leave(conn, t)
     for up, ut in pool.made:
-        leave(up, ut)
+        departures.leave(up, ut)
     loop.advance(1000.0)
-    breaker = handler.breaker
-    assert breaker is not None
-    assert (breaker.active, breaker.waiting) == (0, 0), "a breaker slot or queue place leaked"
-    assert stats.concurrency == 0, "a request is still counted as in flight"
+    assert_holds_nothing(handler)
     assert not server.connections, "a client connection is still tracked"
 
 
 def test_failures_anywhere_leave_no_slot_request_or_connection_behind(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.ERROR)
-    failures: list[str] = []
     statuses: dict[int, int] = {}
-    for seed in range(CASES):
-        try:
-            run_failure_case(seed, statuses)
-        except Exception as e:  # noqa: BLE001 - any failure is reported with its seed
-            failures.append(f"seed {seed}: {e!r}")
-    assert not failures, f"{len(failures)} of {CASES} cases failed; first: {failures[0]}"
+    for_every_seed(run_failure_case, statuses)
     assert not caplog.records, f"logged: {caplog.records[0].getMessage()}"
     # the mix did reach every outcome: answers, 502 from failed upstreams, 504 from timeouts
     assert statuses.get(200, 0) > 50 and statuses.get(502, 0) > 50 and statuses.get(504, 0) > 50, statuses
@@ -319,16 +326,8 @@ def run_corrupt_case(seed: int, statuses: dict[int, int]) -> None:
     rng = random.Random(seed)
     loop = FakeLoop()
     pool = FakePool(loop)
-
-    async def ready() -> bool:
-        return True
-
-    stats = RequestStats(loop.time())
-    handler = QueueHandler(loop=loop, pool=pool, stats=stats, drainer=Drainer(0.0, loop),  # type: ignore[arg-type]
-                           readiness=ready, container_concurrency=1, timeout=5.0)
-    conn = HttpServer(handler, loop=loop).protocol()  # type: ignore[arg-type]
-    client = FakeTransport()
-    conn.connection_made(client)  # type: ignore[arg-type]
+    handler = queue_handler(loop, pool, 1, timeout=5.0)
+    ((conn, client),) = connect(HttpServer(handler, loop=loop), 1)  # type: ignore[arg-type]
     wire = bytearray(b"".join(a_request(rng, i)[2] for i in range(rng.randint(1, 4))))
     for _ in range(rng.randint(1, 4)):
         at = rng.randrange(len(wire))
@@ -345,49 +344,25 @@ def run_corrupt_case(seed: int, statuses: dict[int, int]) -> None:
             break
         conn.data_received(piece)
         for _ in range(5):
-            while pool.pending:
-                pool.dial()
-            loop.advance(0)
-            for up, ut in pool.made:
-                if not ut.closed and ut.take():
-                    up.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-            loop.advance(0)
+            answer_upstreams(loop, pool)
     loop.advance(10.0)
     out = bytes(client.out)
-    for status in re.findall(rb"HTTP/1.1 (\d{3})", out):
-        statuses[int(status)] = statuses.get(int(status), 0) + 1
+    count_statuses(out, statuses)
     if b"HEAD" not in wire:  # (a HEAD response's head alone cannot be framed without knowing it is one)
         while out:
-            m = Messages(response=True)
-            used = 0
-            while not m.done:
-                assert used < len(out), f"an incomplete response: {out[:200]!r}"
-                m.parser.feed_data(out[used:used + 1])
-                used += 1
-            out = out[used:]
-    client.closed = True
-    conn.connection_lost(None)
+            _, out = next_response(out)
+    departures = Departures()
+    departures.leave(conn, client)
     for up, ut in pool.made:
-        if not ut.closed:
-            ut.closed = True
-            up.connection_lost(None)
+        departures.leave(up, ut)
     loop.advance(100.0)
-    breaker = handler.breaker
-    assert breaker is not None
-    assert (breaker.active, breaker.waiting) == (0, 0), "a breaker slot or queue place leaked"
-    assert stats.concurrency == 0, "a request is still counted as in flight"
+    assert_holds_nothing(handler)
 
 
 def test_corrupted_requests_get_well_framed_answers_and_leave_nothing_behind(
         caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.ERROR)
-    failures: list[str] = []
     statuses: dict[int, int] = {}
-    for seed in range(CASES):
-        try:
-            run_corrupt_case(seed, statuses)
-        except Exception as e:  # noqa: BLE001 - any failure is reported with its seed
-            failures.append(f"seed {seed}: {e!r}")
-    assert not failures, f"{len(failures)} of {CASES} cases failed; first: {failures[0]}"
+    for_every_seed(run_corrupt_case, statuses)
     assert not caplog.records, f"logged: {caplog.records[0].getMessage()}"
     assert statuses.get(200, 0) > 100 and statuses.get(400, 0) > 100, statuses
