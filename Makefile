@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup demo test proto bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py queueproxy/_fasthead.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'

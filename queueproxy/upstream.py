@@ -28,6 +28,11 @@ streaming headers forever must not grow the queue-proxy without bound."""
 
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})
 
+try:
+    from queueproxy import _fasthead
+except ImportError:  # not compiled (no C compiler at install): httptools reads every head
+    _fasthead = None
+
 if TYPE_CHECKING:
     from queueproxy.http1 import Exchange, ServerConnection
 
@@ -42,7 +47,7 @@ class UpstreamConnection(batching.Writer, asyncio.Protocol):
     __slots__ = (
         "pool", "transport", "parser", "ex", "reused", "got_bytes", "closed", "reason", "headers",
         "has_length", "chunked", "keep_alive", "head_done", "tunnel", "fresh_parser", "wbuf", "hop",
-        "n_head", "head_bytes",
+        "n_head", "head_bytes", "body_left",
     )
 
     def __init__(self, pool: UpstreamPool) -> None:
@@ -64,6 +69,8 @@ class UpstreamConnection(batching.Writer, asyncio.Protocol):
         """How many of ``headers`` belong to the head; any later ones are a chunked body's trailers."""
         self.head_bytes = 0
         """Bytes received for this exchange while its final head is not complete."""
+        self.body_left = 0
+        """Body bytes still to come of a response whose head ``_whole_head`` read."""
         self.tunnel: ServerConnection | None = None
         self.fresh_parser = False
         self.wbuf: list[bytes] | None = None
@@ -74,6 +81,7 @@ class UpstreamConnection(batching.Writer, asyncio.Protocol):
         self.ex = ex
         self.got_bytes = False
         self.head_bytes = 0
+        self.body_left = 0
         if self.fresh_parser:
             self.parser = httptools.HttpResponseParser(self)
             self.fresh_parser = False
@@ -141,8 +149,14 @@ class UpstreamConnection(batching.Writer, asyncio.Protocol):
         if self.ex is None:  # bytes nobody asked for: the connection is out of step
             self._close()
             return
+        left = self.body_left
+        if left:
+            self._body_part(data, left)
+            return
         self.got_bytes = True
         if not self.head_done:
+            if not self.head_bytes and _fasthead is not None and self._whole_head(data):
+                return
             self.head_bytes += len(data)
             if self.head_bytes > MAX_RESPONSE_HEAD:
                 self._malformed(f"response head over {MAX_RESPONSE_HEAD} bytes")
@@ -153,6 +167,53 @@ class UpstreamConnection(batching.Writer, asyncio.Protocol):
             self._become_tunnel(data[e.args[0]:])
         except httptools.HttpParserError as e:
             self._malformed(str(e))
+
+    def _whole_head(self, data: bytes) -> bool:
+        """The first bytes of a response: if they start with a whole head ``_fasthead`` reads
+        (the common case: framed by Content-Length, see ``queueproxy/_fasthead.c``), handle
+        head and body here, one call instead of a dozen httptools callbacks, and return True;
+        otherwise False, nothing changed."""
+        ex = self.ex
+        assert ex is not None
+        if ex.method == b"HEAD" or ex.upgrade:
+            return False
+        head = _fasthead.response_head(data)
+        if head is None:
+            return False
+        status, reason, start, lines, length, keep_alive = head
+        self.head_done = True
+        self.has_length = True
+        self.chunked = False
+        self.keep_alive = keep_alive
+        self.reason = reason
+        self.headers = [lines] if lines else []
+        self.n_head = len(self.headers)
+        self.hop = []
+        ex.response_head(status, reason, self.headers, True, not keep_alive)
+        if len(data) - start < length:
+            if len(data) > start:
+                ex.response_body(data[start:])
+            self.body_left = length - (len(data) - start)
+        else:
+            self._body_part(data[start:], length)
+        return True
+
+    def _body_part(self, data: bytes, left: int) -> None:
+        """Body bytes of a response read by ``_whole_head``; ``left`` are still owed."""
+        ex = self.ex
+        n = len(data)
+        if n < left:
+            self.body_left = left - n
+            if ex is not None:
+                ex.response_body(data)
+            return
+        self.body_left = 0
+        if n > left:  # bytes past the response: the connection is out of step, not reused
+            self.keep_alive = False
+            data = data[:left]
+        if data and ex is not None:
+            ex.response_body(data)
+        self._complete()
 
     def _malformed(self, why: str) -> None:
         ex, self.ex = self.ex, None
