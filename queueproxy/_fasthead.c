@@ -236,6 +236,12 @@ static PyObject *request_head(PyObject *self, PyObject *data)
             unsigned char c = s[p + k];
             l[k] = (c >= 'A' && c <= 'Z') ? c + 32 : c;
         }
+        if (name_is(s + p, ne - p, "proxy-connection")) {  /* llhttp reads it as Connection */
+            Py_DECREF(name);
+            Py_DECREF(lname);
+            Py_DECREF(value);
+            goto not_here;
+        }
         PyObject *triple = PyTuple_Pack(3, name, lname, value);
         Py_DECREF(name);
         if (triple == NULL || PyList_Append(headers, triple) < 0) {
@@ -353,7 +359,8 @@ static PyObject *response_head(PyObject *self, PyObject *data)
                     flags |= 2;
                 else
                     Py_RETURN_NONE;
-            } else if (hop == 6) {  /* Transfer-Encoding: the parser's path */
+            } else if (hop == 3 || hop == 6) {  /* Proxy-Connection (llhttp reads it as Connection),
+                                                 * Transfer-Encoding: the parser's path */
                 Py_RETURN_NONE;
             }
             if (p > run_start) {

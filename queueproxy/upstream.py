@@ -238,6 +238,8 @@ class UpstreamConnection(batching.Writer, asyncio.Protocol):
     # ---- httptools callbacks --------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        if self.ex is None:  # bytes past the response just completed: out of step, not reusable
+            self._close()
         self.headers = []
         self.hop = []
         self.reason = b""
