@@ -307,6 +307,23 @@ static const char *hop_by_hop[] = {
     "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
     "upgrade", "proxy-authenticate", "proxy-authorization", NULL,
 };
+enum { HOP_CONNECTION = 1, HOP_PROXY_CONNECTION = 3, HOP_TRANSFER_ENCODING = 6 };  /* index + 1 */
+
+#define MAX_RUNS 64
+
+/* Remember head[start:end] as kept lines; -1 when there are too many runs for this path. */
+static int keep_run(Py_ssize_t runs[][2], int *nruns, Py_ssize_t *kept, Py_ssize_t start, Py_ssize_t end)
+{
+    if (end == start)
+        return 0;
+    if (*nruns == MAX_RUNS)
+        return -1;
+    runs[*nruns][0] = start;
+    runs[*nruns][1] = end;
+    (*nruns)++;
+    *kept += end - start;
+    return 0;
+}
 
 static PyObject *response_head(PyObject *self, PyObject *data)
 {
@@ -333,7 +350,7 @@ static PyObject *response_head(PyObject *self, PyObject *data)
     p += 2;
 
     /* kept lines: runs of the head between dropped hop-by-hop lines */
-    Py_ssize_t runs[64][2];
+    Py_ssize_t runs[MAX_RUNS][2];
     int nruns = 0;
     Py_ssize_t run_start = p, kept = 0;
     int flags = 0;
@@ -352,25 +369,18 @@ static PyObject *response_head(PyObject *self, PyObject *data)
                 break;
             }
         if (hop) {
-            if (hop == 1) {  /* Connection: only a plain close or keep-alive here */
+            if (hop == HOP_CONNECTION) {  /* only a plain close or keep-alive here */
                 if (name_is(s + vs, ve - vs, "close"))
                     flags |= 1;
                 else if (name_is(s + vs, ve - vs, "keep-alive"))
                     flags |= 2;
                 else
                     Py_RETURN_NONE;
-            } else if (hop == 3 || hop == 6) {  /* Proxy-Connection (llhttp reads it as Connection),
-                                                 * Transfer-Encoding: the parser's path */
+            } else if (hop == HOP_PROXY_CONNECTION || hop == HOP_TRANSFER_ENCODING) {
+                Py_RETURN_NONE;  /* llhttp reads Proxy-Connection as Connection; chunked: the parser's */
+            }
+            if (keep_run(runs, &nruns, &kept, run_start, p) < 0)
                 Py_RETURN_NONE;
-            }
-            if (p > run_start) {
-                if (nruns == 64)
-                    Py_RETURN_NONE;
-                runs[nruns][0] = run_start;
-                runs[nruns][1] = p;
-                nruns++;
-                kept += p - run_start;
-            }
             run_start = next;
         } else if (name_is(s + p, ne - p, "content-length")) {
             if (length >= 0 || ve == vs || ve - vs > 15)
@@ -384,16 +394,8 @@ static PyObject *response_head(PyObject *self, PyObject *data)
         }
         p = next;
     }
-    if (length < 0)
+    if (length < 0 || keep_run(runs, &nruns, &kept, run_start, p) < 0)
         Py_RETURN_NONE;
-    if (p > run_start) {
-        if (nruns == 64)
-            Py_RETURN_NONE;
-        runs[nruns][0] = run_start;
-        runs[nruns][1] = p;
-        nruns++;
-        kept += p - run_start;
-    }
     PyObject *lines = PyBytes_FromStringAndSize(NULL, kept);
     if (lines == NULL)
         return NULL;

@@ -230,6 +230,7 @@ def test_a_common_response_is_read_in_one_call_without_its_hop_by_hop_lines() ->
     b"HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n",
     b"HTTP/1.0 200 OK\r\nProxy-Connection: keep-alive\r\nContent-Length: 0\r\n\r\n",
     b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n",                          # not complete
+    b"HTTP/1.1 200 OK\r\n" + b"X: a\r\nKeep-Alive: t\r\n" * 65 + b"Content-Length: 0\r\n\r\n",  # 65 kept runs
 ])
 def test_a_response_outside_the_subset_is_left_to_httptools(head: bytes) -> None:
     assert fasthead.response_head(head) is None
