@@ -330,10 +330,19 @@ class QueueProxies:
 
     async def fresh(self, user_port: int, **overrides: str | None) -> QueueProxyProcess:
         await self.stop()
-        qp = make_queue_proxy(user_port, **overrides)
-        self.current, self._key = qp, None
-        await qp.start()
-        return qp
+        for attempt in range(3):
+            qp = make_queue_proxy(user_port, **overrides)
+            self.current, self._key = qp, None
+            try:
+                await qp.start()
+                return qp
+            except RuntimeError:
+                # A port free_port() found may be taken before the process binds it (an outgoing
+                # connection's source port comes from the same range): new ports, once or twice.
+                if attempt == 2 or AGAINST_UPSTREAM or "address already in use" not in qp.output():
+                    raise
+                await self.stop()
+        raise AssertionError("unreachable")
 
     async def stop(self) -> None:
         qp, self.current, self._key = self.current, None, None
