@@ -111,7 +111,7 @@ static inline int keep_alive(int minor, int flags)
 
 static PyObject *special_index;  /* dict: lower-case name -> index into Exchange.special */
 static Py_ssize_t n_special;
-static Py_ssize_t i_host, i_connection, i_xff, i_xff_first, i_expect, i_content_length;
+static Py_ssize_t i_host, i_connection, i_xff, i_xff_first, i_content_length;
 static Py_ssize_t i_upgrade, i_transfer_encoding;
 static PyObject *methods[7];
 static const char *method_names[7] = {"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"};
@@ -120,10 +120,42 @@ static PyObject *v10, *v11;
 static PyObject *configure(PyObject *self, PyObject *args)
 {
     PyObject *index;
-    if (!PyArg_ParseTuple(args, "O!nnnnnnnnn:configure", &PyDict_Type, &index, &n_special, &i_host,
-                          &i_connection, &i_xff, &i_xff_first, &i_expect, &i_content_length,
-                          &i_upgrade, &i_transfer_encoding))
+    Py_ssize_t n, at[7];
+    static const char *what[7] = {"host", "connection", "xff", "xff_first", "content_length", "upgrade",
+                                  "transfer_encoding"};
+    if (!PyArg_ParseTuple(args, "O!nnnnnnnn:configure", &PyDict_Type, &index, &n, &at[0], &at[1], &at[2],
+                          &at[3], &at[4], &at[5], &at[6]))
         return NULL;
+    if (n < 0) {
+        PyErr_Format(PyExc_ValueError, "configure(): n_special is %zd, it must be at least 0", n);
+        return NULL;
+    }
+    for (int k = 0; k < 7; k++)
+        if (at[k] < 0 || at[k] >= n) {
+            PyErr_Format(PyExc_ValueError, "configure(): %s is %zd, it must be in [0, %zd)", what[k], at[k], n);
+            return NULL;
+        }
+    /* Every index in the table must fit the list request_head() builds. */
+    PyObject *key, *value;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(index, &pos, &key, &value)) {
+        Py_ssize_t i = PyLong_Check(value) ? PyLong_AsSsize_t(value) : -1;
+        if (i == -1 && PyErr_Occurred())
+            return NULL;
+        if (!PyBytes_Check(key) || i < 0 || i >= n) {
+            PyErr_Format(PyExc_ValueError, "configure(): special[%R] = %R, it must map bytes to [0, %zd)",
+                         key, value, n);
+            return NULL;
+        }
+    }
+    n_special = n;
+    i_host = at[0];
+    i_connection = at[1];
+    i_xff = at[2];
+    i_xff_first = at[3];
+    i_content_length = at[4];
+    i_upgrade = at[5];
+    i_transfer_encoding = at[6];
     Py_INCREF(index);
     Py_XSETREF(special_index, index);
     Py_RETURN_NONE;
@@ -203,7 +235,8 @@ static PyObject *request_head(PyObject *self, PyObject *data)
     int minor = s[p + 8] - '0';
     p += 11;
 
-    PyObject *headers = NULL, *sp = NULL, *target = NULL, *result = NULL;
+    PyObject *headers = NULL, *sp = NULL, *target = NULL, *result = NULL, *conn;
+    int flags = 0;
     headers = PyList_New(0);
     sp = PyList_New(n_special);
     if (headers == NULL || sp == NULL)
@@ -278,8 +311,7 @@ static PyObject *request_head(PyObject *self, PyObject *data)
     }
     if (minor == 1 && PyList_GET_ITEM(sp, i_host) == Py_None)
         goto not_here;  /* the parser's path answers 400 */
-    int flags = 0;
-    PyObject *conn = PyList_GET_ITEM(sp, i_connection);
+    conn = PyList_GET_ITEM(sp, i_connection);
     if (conn != Py_None) {
         flags = connection_flags((const unsigned char *)PyBytes_AS_STRING(conn), PyBytes_GET_SIZE(conn));
         if (flags < 0 || (flags & 4))
@@ -434,8 +466,9 @@ static PyObject *hop_by_hop_names(PyObject *self, PyObject *unused)
 
 static PyMethodDef fasthead_methods[] = {
     {"configure", configure, METH_VARARGS,
-     "configure(special, n_special, host, connection, xff, xff_first, expect, content_length, upgrade,"
-     " transfer_encoding): the special-header table of queueproxy.http1"},
+     "configure(special, n_special, host, connection, xff, xff_first, content_length, upgrade,"
+     " transfer_encoding): the special-header table of queueproxy.http1; ValueError when an index"
+     " falls outside [0, n_special)"},
     {"request_head", request_head, METH_O,
      "request_head(data) -> (method, target, version, headers, special, keep_alive) or None"},
     {"response_head", response_head, METH_O,

@@ -64,8 +64,8 @@ try:
 except ImportError:  # not compiled (no C compiler at install): httptools reads every head
     _fasthead = None
 else:
-    _fasthead.configure(SPECIAL, N_SPECIAL, H_HOST, H_CONNECTION, H_XFF, H_XFF_FIRST, H_EXPECT, H_CL,
-                        H_UPGRADE, H_TE)
+    _fasthead.configure(SPECIAL, N_SPECIAL, H_HOST, H_CONNECTION, H_XFF, H_XFF_FIRST, H_CL, H_UPGRADE,
+                        H_TE)
 
 STATUS_REASONS = {
     100: b"Continue", 101: b"Switching Protocols", 200: b"OK", 201: b"Created", 202: b"Accepted",

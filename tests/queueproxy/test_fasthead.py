@@ -163,6 +163,30 @@ def test_the_dropped_hop_by_hop_names_are_the_engines() -> None:
     assert fasthead.hop_by_hop() == HOP_BY_HOP
 
 
+GOOD_CONFIG = (http1.SPECIAL, http1.N_SPECIAL, http1.H_HOST, http1.H_CONNECTION, http1.H_XFF, http1.H_XFF_FIRST,
+               http1.H_CL, http1.H_UPGRADE, http1.H_TE)
+
+
+@pytest.mark.parametrize("position, bad", [
+    (1, -1),                          # n_special
+    (2, http1.N_SPECIAL),             # host: one past the end
+    (6, -1),                          # content_length
+    (8, 1 << 40),                     # transfer_encoding
+    (0, {b"host": http1.N_SPECIAL}),  # the table points past the list
+    (0, {b"host": -3}),
+    (0, {b"host": "0"}),
+    (0, {"host": 0}),                 # names are bytes
+])
+def test_an_index_outside_the_special_list_is_refused_and_the_old_table_kept(position: int, bad: Any) -> None:
+    args = list(GOOD_CONFIG)
+    args[position] = bad
+    with pytest.raises(ValueError, match="configure"):
+        fasthead.configure(*args)
+    head = fasthead.request_head(b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n")
+    assert head is not None and head[4][http1.H_HOST] == b"a" and head[4][http1.H_CL] == b"0"
+    fasthead.configure(*GOOD_CONFIG)  # what queueproxy.http1 installed; calling it again changes nothing
+
+
 def test_a_common_request_is_read_in_one_call() -> None:
     head = fasthead.request_head(b"GET /x?y=1 HTTP/1.1\r\nHost: a.example\r\nX-Forwarded-For: 1.2.3.4\r\n"
                                  b"x-forwarded-for: 5.6.7.8\r\nConnection: keep-alive\r\n\r\n")
