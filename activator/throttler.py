@@ -243,7 +243,7 @@ class RevisionThrottler:
                             self.params.queue_full_retry_after)
         w = Waiter(self, on_grant, on_fail, now)
         try:
-            w.ticket = self.breaker.enqueue(lambda: self._granted(w))
+            w.ticket = self.breaker.enqueue(self._granted, w)
         except QueueFullError:
             raise QueueFull(f"revision {self.key} queue full: {self.breaker.waiting} requests waiting",
                             self.params.queue_full_retry_after) from None

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 from queueproxy.breaker import Breaker, QueueFullError
@@ -83,6 +84,9 @@ class QueueHandler:
         self.readiness = readiness
         cc = container_concurrency
         self.breaker = Breaker(queue_depth=10 * cc, capacity=cc) if cc > 0 else None
+        # A granted waiter is forwarded from the loop, not from inside the release that granted
+        # it (the releasing request is still finishing); called in C, no frame of its own.
+        self._grant_soon = partial(loop.call_soon, self._granted)
         self.timeouts = (timeout, response_start_timeout, idle_timeout)
         self.histogram = histogram or InvocationHistogram()
         self.rejected = {"queue_full": 0}
@@ -128,7 +132,7 @@ class QueueHandler:
             ex.forward(self.pool)
         else:
             try:
-                ticket = breaker.enqueue(lambda: self.loop.call_soon(self._granted, ex))
+                ticket = breaker.enqueue(self._grant_soon, ex)
             except QueueFullError:
                 self.rejected["queue_full"] += 1
                 ex.context = (proxied, probe is None, None)

@@ -65,17 +65,30 @@ def test_cancel_after_grant_gives_the_slot_back() -> None:
     assert woken == ["t1", "t2"] and b.active == 1
 
 
-def test_a_ticket_lets_go_of_its_wake_callable_once_granted_or_cancelled() -> None:
-    # The callable usually refers to the request holding the ticket: kept, every queued
-    # request would be a reference cycle left to the cyclic collector.
+def test_a_ticket_lets_go_of_its_wake_callable_and_arguments_once_granted_or_cancelled() -> None:
+    # Both usually refer to the request holding the ticket: kept, every queued request would
+    # be a reference cycle left to the cyclic collector.
     b = Breaker(queue_depth=5, capacity=1)
+    request = object()
     assert b.try_acquire()
-    granted = b.enqueue(lambda: None)
-    cancelled = b.enqueue(lambda: None)
+    granted = b.enqueue(lambda r: None, request)
+    cancelled = b.enqueue(lambda r: None, request)
     b.cancel(cancelled)
-    assert cancelled.wake is None and granted.wake is not None
+    assert cancelled.wake is None and cancelled.args == ()
+    assert granted.wake is not None and granted.args == (request,)
     b.release()
-    assert granted.granted and granted.wake is None
+    assert granted.granted and granted.wake is None and granted.args == ()
+
+
+def test_the_wake_callable_gets_the_arguments_given_with_it() -> None:
+    b = Breaker(queue_depth=5, capacity=1)
+    woken: list[tuple[str, int]] = []
+    assert b.try_acquire()
+    b.enqueue(lambda name, n: woken.append((name, n)), "first", 1)
+    b.enqueue(woken.append, ("second", 2))
+    b.release()
+    b.release()
+    assert woken == [("first", 1), ("second", 2)]
 
 
 def test_capacity_growth_wakes_waiters_and_shrink_does_not_evict() -> None:
