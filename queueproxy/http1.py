@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -66,6 +67,17 @@ except ImportError:  # not compiled (no C compiler at install): httptools reads 
 else:
     _fasthead.configure(SPECIAL, N_SPECIAL, H_HOST, H_CONNECTION, H_XFF, H_XFF_FIRST, H_CL, H_UPGRADE,
                         H_TE)
+
+# The request methods llhttp parses as HTTP (httptools 0.6+). Any other token, which Go's server
+# and so upstream's queue-proxy pass through, reaches llhttp as a stand-in (see
+# ServerConnection._stand_in) and gets its own name back on the Exchange.
+LLHTTP_METHODS = frozenset(
+    b"DELETE GET HEAD POST PUT CONNECT OPTIONS TRACE COPY LOCK MKCOL MOVE PROPFIND PROPPATCH SEARCH UNLOCK BIND "
+    b"REBIND UNBIND ACL REPORT MKACTIVITY CHECKOUT MERGE M-SEARCH NOTIFY SUBSCRIBE UNSUBSCRIBE PATCH PURGE "
+    b"MKCALENDAR LINK UNLINK SOURCE QUERY PRI".split())
+METHOD_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token
+MAX_METHOD = 64  # bytes; a longer first token is not looked at, and llhttp refuses it
+STAND_IN = b"GET"  # for llhttp, a request's method changes nothing but CONNECT's framing
 
 STATUS_REASONS = {
     100: b"Continue", 101: b"Switching Protocols", 200: b"OK", 201: b"Created", 202: b"Accepted",
@@ -435,7 +447,7 @@ class ServerConnection(batching.Writer, asyncio.Protocol):
     __slots__ = (
         "server", "app", "loop", "limits", "transport", "parser", "client_ip", "peer", "current", "parsing",
         "pipeline", "head_bytes", "head_started", "last_active", "write_paused", "read_paused", "closed",
-        "tunnel_up", "first", "bad_input", "wbuf", "_timer", "_timer_at",
+        "tunnel_up", "first", "bad_input", "wbuf", "_timer", "_timer_at", "method_override",
     )
 
     def __init__(self, server: HttpServer) -> None:
@@ -465,6 +477,8 @@ class ServerConnection(batching.Writer, asyncio.Protocol):
         self.wbuf: list[bytes] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
+        self.method_override: bytes | None = None
+        """The method of the request being parsed, when llhttp was given a stand-in for it."""
 
     # ---- asyncio.Protocol -----------------------------------------------------------
 
@@ -514,9 +528,11 @@ class ServerConnection(batching.Writer, asyncio.Protocol):
             if data[:3] == b"PRI" and self.server.h2_factory is not None:
                 self._switch_h2(data, upgrade_ex=None)
                 return
-        if self.parsing is None and self.current is None and data[-4:] == b"\r\n\r\n" \
-                and _fasthead is not None and self._whole_head(data):
-            return
+        if self.parsing is None:
+            if self.current is None and data[-4:] == b"\r\n\r\n" and _fasthead is not None \
+                    and self._whole_head(data):
+                return
+            data = self._stand_in(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
@@ -527,6 +543,21 @@ class ServerConnection(batching.Writer, asyncio.Protocol):
                 self._bad_input(bad.status, bad.body)
             else:
                 self._bad_input(400, b"malformed request: " + str(e).encode(errors="replace") + b"\n")
+
+    def _stand_in(self, data: bytes) -> bytes:
+        """``data`` starts a request. If its method is a token llhttp does not know (WebDAV's
+        and the other registered ones it does), llhttp gets ``STAND_IN`` in its place and the
+        Exchange the real name. Only a method that arrives whole at the start of a read is
+        seen here: one split across reads, or in a request pipelined behind another in the
+        same read, still gets llhttp's 400."""
+        end = data.find(b" ", 0, MAX_METHOD + 1)
+        if end <= 0:
+            return data
+        method = data[:end]
+        if method in LLHTTP_METHODS or METHOD_TOKEN.fullmatch(method) is None:
+            return data
+        self.method_override = method
+        return STAND_IN + data[end:]
 
     def _whole_head(self, data: bytes) -> bool:
         """``data`` may be exactly one bodiless request head. If ``_fasthead`` reads it (the
@@ -616,7 +647,12 @@ class ServerConnection(batching.Writer, asyncio.Protocol):
         ex = self.parsing
         assert ex is not None
         p = self.parser
-        ex.method = p.get_method()
+        method = self.method_override
+        if method is None:
+            ex.method = p.get_method()
+        else:
+            ex.method = method
+            self.method_override = None
         ex.version = p.get_http_version().encode()
         if ex.special[H_HOST] is None and ex.version == b"1.1":
             raise _BadHead(400, b"missing required Host header\n")

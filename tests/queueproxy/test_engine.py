@@ -426,6 +426,63 @@ def test_an_http11_request_without_host_gets_400() -> None:
     assert r.app.seen and r.pool.pending
 
 
+# ---- methods llhttp does not know ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["FROBNICATE", "PLAY", "X-Custom_1.0!", "a"])
+def test_a_method_token_llhttp_does_not_know_passes_through_with_its_body(method: str) -> None:
+    # Go's server, and so upstream's queue-proxy, takes any token as a method.
+    r = Rig()
+    r.send(req(method, "/m", body=b"hello"))
+    assert [ex.method for ex in r.app.seen] == [method.encode()]
+    up, ut = r.upstream()
+    sent = ut.take()
+    assert sent.startswith(f"{method} /m HTTP/1.1\r\n".encode()) and sent.endswith(b"\r\n\r\nhello")
+    up.data_received(OK)
+    assert r.client.take().startswith(b"HTTP/1.1 200 OK") and not r.client.closed
+    r.send(req("POST", "/next", body=b"x"))  # the stand-in was for that request only (and this one
+    assert r.app.seen[-1].method == b"POST"  # has a body, so llhttp reads it, not the compiled reader)
+    assert ut.take().startswith(b"POST /next HTTP/1.1")
+
+
+def test_a_known_method_reaches_the_app_as_llhttp_read_it() -> None:
+    r = Rig()
+    r.send(req("PROPFIND", "/dav", body=b""))
+    assert r.app.seen[0].method == b"PROPFIND" and r.conn.method_override is None
+
+
+@pytest.mark.parametrize("line", [
+    b"FR(B / HTTP/1.1",                 # not a token
+    b"X" * 65 + b" / HTTP/1.1",          # longer than MAX_METHOD
+    b" GET / HTTP/1.1",                 # empty method
+])
+def test_a_request_line_whose_method_is_not_a_token_still_gets_400(line: bytes) -> None:
+    r = Rig()
+    r.send(line + b"\r\nHost: a\r\n\r\n")
+    assert r.client.take().startswith(b"HTTP/1.1 400 ") and r.client.closed
+    assert r.app.seen == []
+
+
+def test_an_unknown_method_pipelined_behind_another_in_one_read_gets_400_after_the_first_is_answered() -> None:
+    # The documented limit: only a method at the start of a read is looked at.
+    r = Rig()
+    r.send(req("GET", "/1") + req("FROBNICATE", "/2"))
+    up, ut = r.upstream()
+    assert ut.take().startswith(b"GET /1 ")
+    up.data_received(OK)
+    out = r.client.take()
+    assert out.startswith(b"HTTP/1.1 200 OK") and b"HTTP/1.1 400 " in out and r.client.closed
+
+
+def test_a_bad_head_after_a_stand_in_leaves_no_stand_in_for_another_connection() -> None:
+    r = Rig()
+    r.send(b"FROBNICATE / HTTP/1.1\r\nBad Name: v\r\n\r\n")
+    assert r.client.take().startswith(b"HTTP/1.1 400 ") and r.app.seen == []
+    other = Rig()
+    other.send(req("GET", "/"))
+    assert other.app.seen[0].method == b"GET"
+
+
 # ---- Expect: 100-continue -------------------------------------------------------------------
 
 
