@@ -8,9 +8,9 @@ them, spares the queue-proxy a function object and a Python frame per queued req
 
     try_acquire()          -> True: you hold a slot now (only when nobody is waiting)
     enqueue(wake, *args)   -> a Ticket; raises QueueFullError when ``queue_depth`` already wait
-    cancel(ticket)     -> the waiter gives up; a slot granted meanwhile is given back
-    release()          -> give a slot back; the oldest waiter gets it
-    set_capacity(n)    -> the activator's throttler resizes as pods come and go
+    cancel(ticket)         -> the waiter gives up; a slot granted meanwhile is given back
+    release()              -> give a slot back; the oldest waiter gets it
+    set_capacity(n)        -> the activator's throttler resizes as pods come and go
 
 Upstream's queue-proxy breaker admits ``queue_depth + capacity`` requests in all; ours is
 the same rule said differently: beyond the slots, at most ``queue_depth`` may wait.
