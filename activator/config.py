@@ -30,11 +30,11 @@ Ours (durations are Go durations, like upstream's):
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from activator.throttler import PacingParams, ThrottlerParams
+from autoscaler.goparse import SECOND, parse_duration
 from queueproxy.config import parse_go_bool, parse_go_int
 
 __all__ = ["ActivatorConfig", "ConfigError", "cluster_domain_from_resolv_conf", "parse_go_duration"]
@@ -46,34 +46,11 @@ class ConfigError(ValueError):
     """A configuration value is missing or invalid; the message names the variable."""
 
 
-_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-_PART = re.compile(r"(\d*)(?:\.(\d*))?(ns|us|µs|μs|ms|s|m|h)")
-_NUMBER = re.compile(r"\d*\.?\d*")
-_MAX_NS = 2**63 - 1
-
-
 def parse_go_duration(text: str) -> float:
-    """Go's ``time.ParseDuration``, in float seconds ("300ms", "1h2m3.5s", "-1s", "0")."""
-    s, sign = text, 1.0
-    if s[:1] in ("-", "+"):
-        sign, s = (-1.0 if s[0] == "-" else 1.0), s[1:]
-    if s == "0":
-        return 0.0
-    if not s:
-        raise ValueError(f"invalid duration {text!r}")
-    total_ns, pos = 0.0, 0
-    while pos < len(s):
-        m = _PART.match(s, pos)
-        if m is None or not (m.group(1) or m.group(2)):
-            if _NUMBER.fullmatch(s, pos):
-                raise ValueError(f"missing unit in duration {text!r}")
-            raise ValueError(f"invalid duration {text!r}")
-        number = float(f"{m.group(1) or '0'}.{m.group(2) or '0'}")
-        total_ns += number * _UNITS[m.group(3)] * 1e9
-        pos = m.end()
-    if total_ns > _MAX_NS:
-        raise ValueError(f"invalid duration {text!r}: out of range")
-    return sign * total_ns / 1e9
+    """Go's ``time.ParseDuration``, in float seconds ("300ms", "1h2m3.5s", "-1s", "0"); the
+    autoscaler's exact port of it does the parsing (a ValueError naming the input if Go would
+    refuse it)."""
+    return parse_duration(text) / SECOND
 
 
 def cluster_domain_from_resolv_conf(text: str) -> str | None:
