@@ -93,9 +93,7 @@ class Breaker:
                 self._queue = deque(t for t in queue if t.state == _WAITING)
         elif ticket.state == _GRANTED:  # the waiter's request is done: its slot is free
             ticket.state = _GONE
-            self.active -= 1
-            if self.waiting:
-                self._grant()
+            self.release()
 
     def release(self) -> None:
         self.active -= 1

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from queueproxy import probe_checks
+from queueproxy.httptoken import is_token
 from queueproxy.probe_checks import CheckFailed
 
 __all__ = [
@@ -69,7 +70,6 @@ AGGRESSIVE_POLL_TIMEOUT = 10.0
 _EPSILON = 1e-6  # float slack when comparing schedule times against the deadline
 
 _INT32_MAX = 2**31 - 1
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _BAD_VALUE_CHARS = re.compile(r"[\x00\r\n]")
 _CONTROL_CHARS = re.compile(r"[\x00-\x20\x7f]")
 # Go's request writer takes these from the request itself and drops header copies of them.
@@ -269,7 +269,7 @@ def _parse_http(obj: dict[str, object], where: str) -> HTTPGetAction:
         if not isinstance(item, dict):
             raise ProbeConfigError(f"{at} must be an object with name and value; got {_show(item)}")
         name, value = _str(item, "name", at), _str(item, "value", at)
-        if not _TOKEN.match(name):
+        if not is_token(name):
             raise ProbeConfigError(f"{at}: name must be an HTTP header token; got {_show(name)}")
         if _BAD_VALUE_CHARS.search(value):
             raise ProbeConfigError(f"{at}: value must not contain CR, LF or NUL; got {_show(value)}")

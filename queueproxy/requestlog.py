@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from queueproxy.gotemplate import ExecError, Template, TemplateError, compile_template, format_value
+from queueproxy.httptoken import is_token
 from queueproxy.observability import ObservabilityConfig
 from queueproxy.tracecontext import extract_trace_id
 
@@ -116,13 +117,10 @@ def _s(b: bytes) -> str:
 # --------------------------------------------------------------------------------------------
 # Go's net/http and net/url shapes, as far as templates read them.
 
-_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
-
-
 def canonical_header_key(key: str) -> str:
     """Go's ``CanonicalMIMEHeaderKey``: ``content-type`` -> ``Content-Type``; a key with a
     byte that is not a token character is returned unchanged."""
-    if not key or not _TOKEN.issuperset(key):
+    if not is_token(key):
         return key
     return "-".join(p[:1].upper() + p[1:].lower() for p in key.split("-"))
 

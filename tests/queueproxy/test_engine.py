@@ -474,13 +474,23 @@ def test_an_unknown_method_pipelined_behind_another_in_one_read_gets_400_after_t
     assert out.startswith(b"HTTP/1.1 200 OK") and b"HTTP/1.1 400 " in out and r.client.closed
 
 
-def test_a_bad_head_after_a_stand_in_leaves_no_stand_in_for_another_connection() -> None:
+def test_a_stand_in_request_whose_head_is_bad_gets_400_and_its_connection_ends() -> None:
+    # The stand-in is kept only until the head completes; a head that fails ends the connection,
+    # so it cannot be applied to a later request.
     r = Rig()
     r.send(b"FROBNICATE / HTTP/1.1\r\nBad Name: v\r\n\r\n")
     assert r.client.take().startswith(b"HTTP/1.1 400 ") and r.app.seen == []
+    assert r.client.closed
     other = Rig()
     other.send(req("GET", "/"))
     assert other.app.seen[0].method == b"GET"
+
+
+def test_a_stand_in_head_split_over_reads_keeps_its_method() -> None:
+    r = Rig()
+    r.send(b"FROBNICATE /m HTTP/1.1\r\nHo")
+    r.send(b"st: a\r\n\r\n")
+    assert [ex.method for ex in r.app.seen] == [b"FROBNICATE"]
 
 
 # ---- Expect: 100-continue -------------------------------------------------------------------

@@ -210,6 +210,12 @@ def test_normal_mode_never_uses_a_timeout_under_one_second() -> None:
             id="header-name",
         ),
         pytest.param(
+            '{"httpGet":{"port":1,"httpHeaders":[{"name":"X-A\\n","value":"c"}]}}',
+            False,
+            "header token",
+            id="header-name-trailing-newline",  # the old ^...$ pattern let a final LF through
+        ),
+        pytest.param(
             '{"httpGet":{"port":1,"httpHeaders":[{"name":"a","value":"c\\r\\nX: y"}]}}',
             False,
             "CR, LF or NUL",
